@@ -1,0 +1,695 @@
+"""Hugging Face config.json and Meta params.json -> :class:`~kvplan.layout.CacheLayout`.
+
+Configs are read leniently (unknown keys ignored) and converted to the small frozen layout. Every family quirk
+is a named rule below with a comment saying which family needs it and why; where transformers' config class
+supplies a default the file omits, the default is cited. A missing or invalid value raises
+:class:`~kvplan.errors.ConfigError` naming the model, the quantity and the keys tried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kvplan.dtypes import model_dtype_name
+from kvplan.errors import ConfigError, ConfigFileError
+from kvplan.layout import CacheLayout, LayerKind, LayerSpec, StateTensor, attention_layer, mla_layer
+
+Raw = Mapping[str, Any]
+
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+HEAD_KEYS = ("num_attention_heads", "n_head", "n_heads")
+# BLOOM spells its width n_embed (sic); GPT-2 n_embd; T5-style d_model; Meta params.json dim.
+HIDDEN_KEYS = ("hidden_size", "n_embd", "n_embed", "d_model", "dim")
+# kv_channels: ChatGLM's per-head width; attention_head_dim: Nemotron-H.
+HEAD_DIM_KEYS = ("head_dim", "kv_channels", "attention_head_dim")
+KV_HEAD_KEYS = ("num_key_value_heads", "num_kv_heads", "n_head_kv", "n_kv_heads")
+DTYPE_KEYS = ("torch_dtype", "dtype")
+# n_positions: GPT-2; seq_length: ChatGLM; model_max_length: Baichuan; max_seq_len: Meta params.json.
+CONTEXT_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "seq_length",
+    "model_max_length",
+    "max_sequence_length",
+    "max_seq_len",
+)
+NESTED_KEYS = ("text_config", "language_config", "llm_config")
+
+#: Families whose config classes make the KV-head count equal to the query-head count when the file omits
+#: it, because the architecture is multi-head (or, for llama, because LLaMA-1 / Llama-2-7B/13B configs
+#: predate the key and LlamaConfig falls back to num_attention_heads). Anything else must state it.
+MHA_FAMILIES = frozenset(
+    {
+        "gpt2",
+        "gpt_neox",
+        "gptj",
+        "gpt_neo",
+        "bloom",
+        "baichuan",
+        "opt",
+        "codegen",
+        "phi",
+        "llama",
+        "internlm",
+        "stablelm",
+        "mpt",
+        "falcon",
+        "RefinedWeb",
+        "RefinedWebModel",
+        "xglm",
+        "persimmon",
+    }
+)
+
+#: Values transformers' config classes supply when a file omits them, for families whose real configs rely
+#: on that. Gemma3TextConfig (transformers/models/gemma3/configuration_gemma3.py): google/gemma-3-4b-it's
+#: text_config omits the head counts and head_dim. FalconConfig: max_position_embeddings 2048.
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma3_text": {
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "max_position_embeddings": 131_072,
+        "sliding_window": 4096,
+    },
+    "falcon": {"max_position_embeddings": 2048},
+    "RefinedWeb": {"max_position_embeddings": 2048},
+    "RefinedWebModel": {"max_position_embeddings": 2048},
+    "gpt2": {"n_positions": 1024},
+}
+
+#: A multimodal wrapper whose nested text config lacks model_type -> the text family.
+NESTED_FAMILY = {
+    "gemma3": "gemma3_text",
+    "llama4": "llama4_text",
+    "qwen3_5": "qwen3_5_text",
+    "mistral3": "mistral",
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Typed lookups
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Typed lookups in one config dict; every failure is a ConfigError naming model, quantity and keys."""
+
+    model: str
+    data: Raw
+    defaults: Raw
+
+    def find(self, keys: Sequence[str]) -> tuple[str, Any] | None:
+        """The first key present with a non-null value (the file first, then the family defaults)."""
+        for source in (self.data, self.defaults):
+            for key in keys:
+                if source.get(key) is not None:
+                    return key, source[key]
+        return None
+
+    def integer(self, quantity: str, keys: Sequence[str], *, minimum: int = 1) -> int:
+        found = self.find(keys)
+        if found is None:
+            raise ConfigError(self.model, quantity, keys, "missing")
+        return self._check_int(quantity, keys, found, minimum)
+
+    def optional_integer(self, quantity: str, keys: Sequence[str], *, minimum: int = 1) -> int | None:
+        found = self.find(keys)
+        return None if found is None else self._check_int(quantity, keys, found, minimum)
+
+    def _check_int(self, quantity: str, keys: Sequence[str], found: tuple[str, Any], minimum: int) -> int:
+        key, value = found
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(
+                self.model,
+                quantity,
+                keys,
+                f"{key} = {value!r} ({type(value).__name__}), expected a whole number",
+            )
+        if value < minimum:
+            raise ConfigError(self.model, quantity, keys, f"{key} = {value}, must be at least {minimum}")
+        return value
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        value = self.data.get(key, self.defaults.get(key, default))
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(self.model, key, (key,), f"{value!r} is not true or false")
+        return value
+
+    def sequence(self, quantity: str, key: str, length: int | None = None) -> list[Any] | None:
+        value = self.data.get(key, self.defaults.get(key))
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise ConfigError(self.model, quantity, (key,), f"expected a list, got {type(value).__name__}")
+        if length is not None and len(value) != length:
+            raise ConfigError(self.model, quantity, (key,), f"has {len(value)} entries for {length} layers")
+        return value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def read_config(raw: object, model: str, source: str = "") -> CacheLayout:
+    """Convert a parsed config.json or params.json into a layout."""
+    if not isinstance(raw, Mapping):
+        raise ConfigFileError(source or model, f"expected a JSON object, got {type(raw).__name__}")
+    if is_meta_params(raw):
+        return read_meta_params(raw, model, source)
+    text, nested = select_text_config(raw, model)
+    family = text_family(text, raw)
+    f = Fields(model, text, FAMILY_DEFAULTS.get(family, {}))
+    rules: list[str] = [f"text config from {nested}"] if nested else []
+    shape = read_shape(f, family, rules)
+    layers, mtp = build_layers(f, family, shape, rules)
+    return CacheLayout(
+        model=model,
+        family=family,
+        layers=layers,
+        hidden_size=shape.hidden,
+        dtype=read_dtype(text, raw),
+        max_context=f.optional_integer("context length", CONTEXT_KEYS),
+        mtp_layers=mtp,
+        rules=tuple(rules),
+        source=source,
+        raw=dict(text),
+    )
+
+
+def is_meta_params(raw: Raw) -> bool:
+    """Meta's original-format params.json: dim / n_layers / n_heads and no model_type."""
+    return "model_type" not in raw and "dim" in raw and "n_layers" in raw and "n_heads" in raw
+
+
+def read_meta_params(raw: Raw, model: str, source: str = "") -> CacheLayout:
+    """Rule meta_params: Llama / Mistral params.json (dim, n_layers, n_heads, n_kv_heads, head_dim).
+
+    Llama 2 7B/13B params.json omit n_kv_heads (they are MHA); Mistral's adds an explicit head_dim.
+    """
+    f = Fields(model, raw, {})
+    layers = f.integer("layers", ("n_layers",))
+    heads = f.integer("query heads", ("n_heads",))
+    dim = f.integer("hidden size", ("dim",))
+    kv = f.optional_integer("KV heads", ("n_kv_heads",)) or heads
+    head_dim = f.optional_integer("head_dim", ("head_dim",)) or _divide(model, dim, heads)
+    _check_divides(model, heads, kv)
+    return CacheLayout(
+        model=model,
+        family="meta_params",
+        layers=tuple(attention_layer(i, heads, kv, head_dim) for i in range(layers)),
+        hidden_size=dim,
+        dtype=None,
+        max_context=f.optional_integer("context length", ("max_seq_len",)),
+        rules=("meta params.json",),
+        source=source,
+        raw=dict(raw),
+    )
+
+
+def select_text_config(raw: Raw, model: str) -> tuple[Raw, str | None]:
+    """Rule nested_text_config: multimodal models keep the decoder under text_config (Gemma 3, Llama 4,
+    Mistral 3, Qwen3.5), language_config (DeepSeek-VL) or llm_config (InternVL)."""
+    for key in NESTED_KEYS:
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise ConfigError(model, "text config", (key,), f"expected an object, got {type(value).__name__}")
+        return value, key
+    return raw, None
+
+
+def text_family(text: Raw, raw: Raw) -> str:
+    family = text.get("model_type")
+    if isinstance(family, str) and family:
+        return family
+    top = raw.get("model_type")
+    if isinstance(top, str):
+        return NESTED_FAMILY.get(top, top)
+    return "unknown"
+
+
+def read_dtype(text: Raw, raw: Raw) -> str | None:
+    """The config's own dtype: torch_dtype (transformers 4) or dtype (5), nested first, then top level."""
+    for source in (text, raw):
+        for key in DTYPE_KEYS:
+            name = model_dtype_name(source.get(key))
+            if name is not None:
+                return name
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model's shape
+
+
+@dataclass(frozen=True)
+class Shape:
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    hidden: int
+
+
+def _divide(model: str, hidden: int, heads: int) -> int:
+    if hidden % heads:
+        raise ConfigError(
+            model,
+            "head_dim",
+            HEAD_DIM_KEYS,
+            f"not stated, and hidden size {hidden} is not divisible by {heads} heads",
+        )
+    return hidden // heads
+
+
+def _check_divides(model: str, heads: int, kv_heads: int) -> None:
+    if heads % kv_heads:
+        raise ConfigError(
+            model, "KV heads", KV_HEAD_KEYS, f"{kv_heads} KV heads do not divide {heads} query heads evenly"
+        )
+
+
+def read_shape(f: Fields, family: str, rules: list[str]) -> Shape:
+    layers = f.integer("layers", LAYER_KEYS)
+    heads = f.integer("query heads", HEAD_KEYS)
+    hidden = f.integer("hidden size", HIDDEN_KEYS)
+    head_dim = read_head_dim(f, hidden, heads, rules)
+    kv_heads = read_kv_heads(f, family, heads, rules)
+    if kv_heads is not None:
+        _check_divides(f.model, heads, kv_heads)
+    return Shape(layers, heads, kv_heads or 0, head_dim, hidden)
+
+
+def read_head_dim(f: Fields, hidden: int, heads: int, rules: list[str]) -> int:
+    """Rule explicit_head_dim: an explicit head_dim wins over hidden / heads (Gemma: 256 != 3584/16;
+    Qwen3: 128 != 4096/32; Mistral Small 3: 128 != 5120/32). ChatGLM calls it kv_channels."""
+    found = f.find(HEAD_DIM_KEYS)
+    if found is not None:
+        value = f.integer("head_dim", HEAD_DIM_KEYS)
+        if value * heads != hidden:
+            rules.append(f"explicit {found[0]} {value} (hidden / heads would be {hidden / heads:g})")
+        return value
+    return _divide(f.model, hidden, heads)
+
+
+def read_kv_heads(f: Fields, family: str, heads: int, rules: list[str]) -> int | None:
+    """The KV-head count G, by the first rule that applies. None: the layers state it (Nemotron-NAS)."""
+    # Rule falcon_multi_query: Falcon-7B (RefinedWebModel, or falcon without new_decoder_architecture) sets
+    # multi_query: one K/V head for 71 query heads, whatever num_kv_heads says (FalconConfig). Falcon-40B
+    # (RefinedWeb = the new decoder architecture) states n_head_kv instead.
+    new_arch = f.flag("new_decoder_architecture") or family == "RefinedWeb"
+    if f.flag("multi_query") and not new_arch:
+        rules.append("multi_query: one KV head (Falcon)")
+        return 1
+    found = f.find(KV_HEAD_KEYS)
+    if found is not None:
+        return f.integer("KV heads", KV_HEAD_KEYS)
+    # Rule chatglm_multi_query_group_num: ChatGLM2/3 and GLM-4 use multi_query_group_num KV heads when
+    # multi_query_attention is on (chatglm3-6b: 2 KV heads for 32 query heads).
+    if f.flag("multi_query_attention") and f.find(("multi_query_group_num",)) is not None:
+        rules.append("KV heads from multi_query_group_num (ChatGLM)")
+        return f.integer("KV heads", ("multi_query_group_num",))
+    # Rule mpt_attn_config: MPT keeps attention options in attn_config (attn_type, kv_n_heads).
+    attn = f.data.get("attn_config")
+    if isinstance(attn, Mapping):
+        kind = attn.get("attn_type", "multihead_attention")
+        if kind == "multiquery_attention":
+            rules.append("attn_config multiquery_attention: one KV head (MPT)")
+            return 1
+        if kind == "grouped_query_attention":
+            rules.append("attn_config kv_n_heads (MPT)")
+            return Fields(f.model, attn, {}).integer("KV heads", ("kv_n_heads",))
+    # Rule nemotron_nas_block_configs: DeciLM / Nemotron-NAS state KV heads per layer (block_configs).
+    if isinstance(f.data.get("block_configs"), list):
+        return None
+    if family in MHA_FAMILIES:
+        rules.append(f"{family}: multi-head attention (KV heads = query heads)")
+        return heads
+    raise ConfigError(
+        f.model,
+        "KV heads",
+        (*KV_HEAD_KEYS, "multi_query_group_num", "multi_query", "attn_config.kv_n_heads"),
+        f"missing, and family {family!r} is not known to be multi-head attention",
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Layers
+
+
+LayerBuilder = Callable[[Fields, str, Shape, list[str]], "tuple[LayerSpec, ...] | None"]
+
+
+def build_layers(
+    f: Fields, family: str, shape: Shape, rules: list[str]
+) -> tuple[tuple[LayerSpec, ...], tuple[LayerSpec, ...]]:
+    """The per-layer specs, by the first family rule that claims the config, and any MTP layers."""
+    for builder in LAYER_BUILDERS:
+        layers = builder(f, family, shape, rules)
+        if layers is not None:
+            break
+    else:  # pragma: no cover - plain_layers always claims
+        raise AssertionError("no layer rule applied")
+    return layers, mtp_layers(f, shape, layers, rules)
+
+
+def nemotron_nas_layers(f: Fields, family: str, shape: Shape, rules: list[str]) -> tuple[LayerSpec, ...] | None:
+    """Rule nemotron_nas_block_configs: Llama-Nemotron Super/Ultra (DeciLM) search each layer's attention:
+    block_configs[i].attention has n_heads_in_group (KV heads = heads / n_heads_in_group), or no_op /
+    replace_with_linear (no attention, so no cache), and an optional window_length."""
+    blocks = f.sequence("block_configs", "block_configs", shape.layers)
+    if blocks is None:
+        return None
+    layers = []
+    for i, block in enumerate(blocks):
+        attn = block.get("attention") if isinstance(block, Mapping) else None
+        if not isinstance(attn, Mapping):
+            raise ConfigError(f.model, f"layer {i} attention", ("block_configs",), "missing attention block")
+        bf = Fields(f.model, attn, {})
+        if bf.flag("no_op") or bf.flag("replace_with_linear"):
+            layers.append(LayerSpec(index=i, kind=LayerKind.NONE, q_heads=shape.heads))
+            continue
+        group = bf.integer(f"layer {i} n_heads_in_group", ("n_heads_in_group",))
+        if shape.heads % group:
+            raise ConfigError(
+                f.model,
+                f"layer {i} KV heads",
+                ("n_heads_in_group",),
+                f"{group} does not divide {shape.heads} query heads",
+            )
+        window = bf.optional_integer(f"layer {i} window", ("window_length",))
+        kind = LayerKind.SLIDING if window else LayerKind.FULL
+        layers.append(attention_layer(i, shape.heads, shape.heads // group, shape.head_dim, kind=kind, window=window))
+    rules.append("per-layer heads from block_configs (Nemotron-NAS)")
+    return tuple(layers)
+
+
+def mla_layers(f: Fields, family: str, shape: Shape, rules: list[str]) -> tuple[LayerSpec, ...] | None:
+    """Rule mla_latent: DeepSeek-V2/V3/R1/V3.2 and Kimi-K2 cache one latent per token per layer,
+    kv_lora_rank + qk_rope_head_dim values (512 + 64), shared by all heads: no factor 2, no per-head K/V
+    (num_key_value_heads in these configs is nominal). V3.2's DSA indexer adds one index_head_dim key."""
+    if f.find(("kv_lora_rank",)) is None:
+        return None
+    rank = f.integer("kv_lora_rank", ("kv_lora_rank",))
+    rope = f.integer("qk_rope_head_dim", ("qk_rope_head_dim",))
+    indexer = f.optional_integer("index_head_dim", ("index_head_dim",)) or 0
+    rules.append(f"MLA latent {rank} + {rope}" + (f", indexer key {indexer}" if indexer else ""))
+    return tuple(mla_layer(i, shape.heads, rank, rope, indexer) for i in range(shape.layers))
+
+
+def _gated_delta_net_state(f: Fields) -> tuple[StateTensor, ...]:
+    # Qwen3-Next / Qwen3.5 Gated DeltaNet: a causal conv over q, k and v (conv_dim = 2 x key heads x key dim
+    # + value heads x value dim) keeps its last kernel - 1 inputs, and the recurrent state is one
+    # key_dim x value_dim matrix per value head. mamba_ssm_dtype (Qwen3.5: float32) sets the state dtype.
+    k_heads = f.integer("linear_num_key_heads", ("linear_num_key_heads",))
+    v_heads = f.integer("linear_num_value_heads", ("linear_num_value_heads",))
+    k_dim = f.integer("linear_key_head_dim", ("linear_key_head_dim",))
+    v_dim = f.integer("linear_value_head_dim", ("linear_value_head_dim",))
+    kernel = f.integer("linear_conv_kernel_dim", ("linear_conv_kernel_dim",), minimum=2)
+    conv_dim = 2 * k_heads * k_dim + v_heads * v_dim
+    return (
+        StateTensor("conv", (conv_dim, kernel - 1)),
+        StateTensor("recurrent", (v_heads, k_dim, v_dim), _state_dtype(f)),
+    )
+
+
+def _mamba2_state(f: Fields, prefix: str = "") -> tuple[StateTensor, ...]:
+    # Mamba2 (Nemotron-H, pure Mamba2): conv over x, B and C (conv_dim = heads x head_dim + 2 x n_groups x
+    # state) keeps kernel - 1 inputs; the SSM state is heads x head_dim x state per sequence.
+    heads = f.integer("mamba heads", (f"{prefix}num_heads", "mamba_num_heads", "num_heads"))
+    head_dim = f.integer("mamba head_dim", (f"{prefix}head_dim", "mamba_head_dim", "head_dim"))
+    groups = f.integer("n_groups", ("n_groups", "mamba_n_groups"))
+    state = f.integer("ssm_state_size", ("ssm_state_size", "state_size", "mamba_d_state"))
+    kernel = f.integer("conv_kernel", ("conv_kernel", "mamba_d_conv"), minimum=2)
+    conv_dim = heads * head_dim + 2 * groups * state
+    return (
+        StateTensor("conv", (conv_dim, kernel - 1)),
+        StateTensor("ssm", (heads, head_dim, state), _state_dtype(f)),
+    )
+
+
+def _mamba1_state(f: Fields, hidden: int) -> tuple[StateTensor, ...]:
+    # Mamba (v1) and Jamba: d_inner = expand x hidden; conv keeps kernel - 1 inputs of d_inner channels; the
+    # SSM state is d_inner x d_state.
+    inner = f.optional_integer("intermediate_size", ("mamba_intermediate_size",))
+    if inner is None:
+        expand = f.integer("mamba expand", ("mamba_expand", "expand"))
+        inner = expand * hidden
+    state = f.integer("mamba d_state", ("mamba_d_state", "state_size"))
+    kernel = f.integer("mamba d_conv", ("mamba_d_conv", "conv_kernel"), minimum=2)
+    return (StateTensor("conv", (inner, kernel - 1)), StateTensor("ssm", (inner, state), _state_dtype(f)))
+
+
+def _state_dtype(f: Fields) -> str | None:
+    for key in ("mamba_ssm_dtype", "mamba_ssm_cache_dtype", "ssm_dtype"):
+        name = model_dtype_name(f.data.get(key))
+        if name is not None:
+            return name
+    return None
+
+
+def _state_layer(index: int, state: tuple[StateTensor, ...]) -> LayerSpec:
+    return LayerSpec(index=index, kind=LayerKind.STATE, state=state)
+
+
+def hybrid_state_layers(f: Fields, family: str, shape: Shape, rules: list[str]) -> tuple[LayerSpec, ...] | None:
+    """Rules for models mixing attention with linear-attention / SSM layers (fixed state per sequence)."""
+    kinds = _hybrid_kinds(f, family, shape, rules)
+    if kinds is None:
+        return None
+    full = {"full_attention", "attention", "*"}
+    if family in ("nemotron_h",):
+        state = _mamba2_state(f, "mamba_")
+    elif family in ("jamba",):
+        state = _mamba1_state(f, shape.hidden)
+    else:
+        state = _gated_delta_net_state(f)
+    layers = []
+    for i, kind in enumerate(kinds):
+        if kind in full:
+            layers.append(attention_layer(i, shape.heads, shape.kv_heads, shape.head_dim))
+        elif kind in ("linear_attention", "mamba", "M"):
+            layers.append(_state_layer(i, state))
+        else:  # Nemotron-H '-' (MLP) and 'E' (MoE) blocks: no attention, no cache
+            layers.append(LayerSpec(index=i, kind=LayerKind.NONE))
+    return tuple(layers)
+
+
+def _hybrid_kinds(f: Fields, family: str, shape: Shape, rules: list[str]) -> list[str] | None:
+    # Rule nemotron_h_pattern: Nemotron-H writes one character per block: M = Mamba2, * = attention,
+    # - = MLP, E = MoE (transformers NemotronHConfig._pattern_to_list).
+    pattern = f.data.get("hybrid_override_pattern")
+    if isinstance(pattern, str):
+        if len(pattern) != shape.layers:
+            raise ConfigError(
+                f.model,
+                "layer pattern",
+                ("hybrid_override_pattern",),
+                f"has {len(pattern)} characters for {shape.layers} layers",
+            )
+        rules.append("hybrid_override_pattern (Nemotron-H): M Mamba2, * attention, - MLP, E MoE")
+        return list(pattern)
+    layer_types = f.sequence("layer types", "layer_types", shape.layers) or f.sequence(
+        "layer types", "layers_block_type", shape.layers
+    )
+    if layer_types and any(t in ("linear_attention", "mamba") for t in layer_types):
+        rules.append("layer_types with linear-attention / SSM layers")
+        return [str(t) for t in layer_types]
+    # Rule qwen3_next_interval: Qwen3-Next without layer_types: every full_attention_interval-th layer is
+    # full attention, the rest Gated DeltaNet (Qwen3NextConfig: (i + 1) % interval == 0 -> full).
+    interval = f.optional_integer("full_attention_interval", ("full_attention_interval",))
+    if interval is not None and f.find(("linear_num_value_heads",)) is not None:
+        rules.append(f"full_attention_interval {interval}: one full-attention layer in {interval}")
+        return ["full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(shape.layers)]
+    # Rule jamba_period: Jamba puts attention at layers with i % attn_layer_period == attn_layer_offset and
+    # Mamba everywhere else (JambaConfig.layers_block_type).
+    if family == "jamba":
+        period = f.integer("attn_layer_period", ("attn_layer_period",))
+        offset = f.integer("attn_layer_offset", ("attn_layer_offset",), minimum=0)
+        rules.append(f"Jamba: attention where i % {period} == {offset}, Mamba elsewhere")
+        return ["attention" if i % period == offset else "mamba" for i in range(shape.layers)]
+    return None
+
+
+def pure_ssm_layers(f: Fields, family: str, shape: Shape, rules: list[str]) -> tuple[LayerSpec, ...] | None:
+    """Rule pure_ssm: Mamba / Falcon-Mamba (v1) and Mamba2 checkpoints: every layer is a fixed state."""
+    if family in ("mamba", "falcon_mamba"):
+        state = _mamba1_state(f, shape.hidden)
+    elif family == "mamba2":
+        state = _mamba2_state(f)
+    else:
+        return None
+    rules.append(f"{family}: every layer keeps a fixed SSM state")
+    return tuple(_state_layer(i, state) for i in range(shape.layers))
+
+
+def _attention_types(f: Fields, family: str, shape: Shape, rules: list[str]) -> list[str] | None:
+    """Which layers slide / chunk, for pure-attention models; None when every layer is full."""
+    layer_types = f.sequence("layer types", "layer_types", shape.layers)
+    if layer_types is not None:
+        rules.append("layer_types from the config")
+        return [str(t) for t in layer_types]
+    window = f.optional_integer("sliding window", ("sliding_window",))
+    # Rule gemma2_alternating: Gemma 2 without layer_types alternates sliding (even layers) and full
+    # (Gemma2Config: (i + 1) % 2 -> sliding).
+    if family == "gemma2" and window:
+        rules.append("Gemma 2: even layers sliding, odd layers full")
+        return ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(shape.layers)]
+    # Rule gemma3_pattern: Gemma 3 without layer_types has one full layer every sliding_window_pattern
+    # (default 6: five local, one global; Gemma3TextConfig).
+    if family == "gemma3_text" and window:
+        pattern = f.optional_integer("sliding_window_pattern", ("sliding_window_pattern",)) or 6
+        rules.append(f"Gemma 3: one full layer in {pattern}, the rest sliding")
+        return ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(shape.layers)]
+    # Rule exaone_pattern: EXAONE 4 spells its interleave as a string ("LLLG": local x3, global).
+    pattern_text = f.data.get("sliding_window_pattern")
+    if isinstance(pattern_text, str) and pattern_text and set(pattern_text) <= {"L", "G"} and window:
+        rules.append(f"sliding_window_pattern {pattern_text!r}")
+        n = len(pattern_text)
+        return ["sliding_attention" if pattern_text[i % n] == "L" else "full_attention" for i in range(shape.layers)]
+    # Rule mimo_hybrid_pattern: MiMo-V2-Flash lists hybrid_layer_pattern, 0 = full, 1 = sliding (the same
+    # layers MiMoV2FlashConfig derives: layer 0 and every 6th full).
+    hybrid = f.sequence("hybrid_layer_pattern", "hybrid_layer_pattern", shape.layers)
+    if hybrid is not None and window:
+        rules.append("hybrid_layer_pattern (MiMo): 0 full, 1 sliding")
+        return ["sliding_attention" if v else "full_attention" for v in hybrid]
+    # Rule llama4_chunked: Llama 4 local layers attend within chunks of attention_chunk_size; one layer in
+    # no_rope_layer_interval (default 4) is a global NoPE layer (Llama4TextConfig.no_rope_layers; 1 = rope
+    # = chunked local, 0 = NoPE = full).
+    chunk = f.optional_integer("attention_chunk_size", ("attention_chunk_size",))
+    if family == "llama4_text" and chunk:
+        no_rope = f.sequence("no_rope_layers", "no_rope_layers", shape.layers)
+        if not no_rope:
+            interval = f.optional_integer("no_rope_layer_interval", ("no_rope_layer_interval",)) or 4
+            no_rope = [int((i + 1) % interval != 0) for i in range(shape.layers)]
+        rules.append(f"Llama 4: chunked local attention ({chunk} tokens), NoPE layers full")
+        return ["chunked_attention" if v else "full_attention" for v in no_rope]
+    if not window:
+        return None
+    # Rule qwen2_use_sliding_window: Qwen2/Qwen3 configs carry a sliding_window that is off unless
+    # use_sliding_window is true, and then only layers i >= max_window_layers slide (Qwen2Config).
+    if "use_sliding_window" in f.data:
+        if not f.flag("use_sliding_window"):
+            rules.append("use_sliding_window false: sliding_window ignored (Qwen2-style)")
+            return None
+        first = f.integer("max_window_layers", ("max_window_layers",), minimum=0)
+        rules.append(f"use_sliding_window: layers {first}.. slide")
+        return ["sliding_attention" if i >= first else "full_attention" for i in range(shape.layers)]
+    # Rule all_layers_sliding: a sliding_window with no layer_types windows every layer (Mistral-7B-v0.1 at
+    # 4096; Phi-3-mini-4k at 2047); transformers' cache does the same when layer_types is absent.
+    rules.append(f"sliding_window {window} on every layer")
+    return ["sliding_attention"] * shape.layers
+
+
+def attention_layers(f: Fields, family: str, shape: Shape, rules: list[str]) -> tuple[LayerSpec, ...]:
+    """Pure softmax-attention models: full, sliding, chunked and shared-KV layers."""
+    types = _attention_types(f, family, shape, rules) or ["full_attention"] * shape.layers
+    window = f.optional_integer("sliding window", ("sliding_window",))
+    chunk = f.optional_integer("attention_chunk_size", ("attention_chunk_size",))
+    v_head_dim = f.optional_integer("v_head_dim", ("v_head_dim",))
+    swa = _swa_heads(f, shape, rules)
+    layers = []
+    for i, name in enumerate(types):
+        if name in ("sliding_attention", "sliding"):
+            if window is None:
+                raise ConfigError(f.model, "sliding window", ("sliding_window",), f"layer {i} slides but no window")
+            kv, dim, vdim = swa if swa else (shape.kv_heads, shape.head_dim, v_head_dim)
+            layers.append(
+                attention_layer(i, shape.heads, kv, dim, v_head_dim=vdim, kind=LayerKind.SLIDING, window=window)
+            )
+        elif name == "chunked_attention":
+            if chunk is None:
+                raise ConfigError(f.model, "chunk size", ("attention_chunk_size",), f"layer {i} is chunked")
+            layers.append(
+                attention_layer(
+                    i,
+                    shape.heads,
+                    shape.kv_heads,
+                    shape.head_dim,
+                    v_head_dim=v_head_dim,
+                    kind=LayerKind.CHUNKED,
+                    window=chunk,
+                )
+            )
+        elif name in ("full_attention", "attention", "global"):
+            layers.append(attention_layer(i, shape.heads, shape.kv_heads, shape.head_dim, v_head_dim=v_head_dim))
+        else:
+            raise ConfigError(f.model, f"layer {i} type", ("layer_types",), f"unknown layer type {name!r}")
+    return apply_kv_sharing(f, tuple(layers), rules)
+
+
+def _swa_heads(f: Fields, shape: Shape, rules: list[str]) -> tuple[int, int, int | None] | None:
+    # Rule swa_own_heads: MiMo-V2-Flash gives its sliding layers their own K/V heads and dims
+    # (swa_num_key_value_heads 8 vs 4 for full layers; transformers MiMoV2FlashAttention doubles
+    # num_key_value_heads for SWA layers, which is the same number).
+    kv = f.optional_integer("swa KV heads", ("swa_num_key_value_heads",))
+    if kv is None:
+        return None
+    dim = f.optional_integer("swa head_dim", ("swa_head_dim",)) or shape.head_dim
+    vdim = f.optional_integer("swa v_head_dim", ("swa_v_head_dim", "v_head_dim"))
+    rules.append(f"sliding layers: {kv} KV heads, head_dim {dim}" + (f", v_head_dim {vdim}" if vdim else ""))
+    return kv, dim, vdim
+
+
+def apply_kv_sharing(f: Fields, layers: tuple[LayerSpec, ...], rules: list[str]) -> tuple[LayerSpec, ...]:
+    """Rule gemma3n_kv_sharing: Gemma 3n's last num_kv_shared_layers layers reuse the cache of the last
+    earlier layer of the same type and store nothing (Gemma3nTextConfig.kv_sharing_modes)."""
+    shared = f.optional_integer("num_kv_shared_layers", ("num_kv_shared_layers",), minimum=0) or 0
+    if not shared:
+        return layers
+    first = len(layers) - shared
+    if first < 1:
+        raise ConfigError(
+            f.model,
+            "shared KV layers",
+            ("num_kv_shared_layers",),
+            f"{shared} shared layers leave no layer to produce a cache",
+        )
+    out = list(layers)
+    for i in range(first, len(layers)):
+        producers = [p for p in layers[:first] if p.kind is layers[i].kind]
+        if not producers:
+            raise ConfigError(
+                f.model,
+                "shared KV layers",
+                ("num_kv_shared_layers",),
+                f"layer {i} ({layers[i].kind.value}) has no earlier layer of its type to share",
+            )
+        out[i] = LayerSpec(index=i, kind=LayerKind.SHARED, q_heads=layers[i].q_heads, shares_with=producers[-1].index)
+    rules.append(f"last {shared} layers share earlier layers' KV (Gemma 3n)")
+    return tuple(out)
+
+
+def plain_layers(f: Fields, family: str, shape: Shape, rules: list[str]) -> tuple[LayerSpec, ...]:
+    if shape.kv_heads == 0:
+        raise ConfigError(f.model, "KV heads", KV_HEAD_KEYS, "missing")
+    return attention_layers(f, family, shape, rules)
+
+
+LAYER_BUILDERS: tuple[LayerBuilder, ...] = (
+    nemotron_nas_layers,
+    mla_layers,
+    hybrid_state_layers,
+    pure_ssm_layers,
+    plain_layers,
+)
+
+
+def mtp_layers(f: Fields, shape: Shape, layers: tuple[LayerSpec, ...], rules: list[str]) -> tuple[LayerSpec, ...]:
+    """Rule mtp_layers: DeepSeek-V3/R1/V3.2 (num_nextn_predict_layers) and Qwen3.5 (mtp_num_hidden_layers)
+    ship multi-token-prediction layers that cache like a main layer when used for speculative decoding."""
+    count = f.optional_integer("MTP layers", ("num_nextn_predict_layers", "mtp_num_hidden_layers"), minimum=0)
+    if not count:
+        return ()
+    template = next((layer for layer in layers if layer.kind in (LayerKind.MLA, LayerKind.FULL)), None)
+    if template is None:
+        return ()
+    rules.append(f"{count} multi-token-prediction layer(s), reported separately")
+    n = len(layers)
+    return tuple(LayerSpec(**{**template.__dict__, "index": n + i}) for i in range(count))

@@ -1,0 +1,138 @@
+"""One exception hierarchy for kvplan, and the exit codes the CLI maps it to.
+
+Every error a user can cause is a :class:`KvplanError`. Each class carries the fields its message needs
+(model, field, flag, gpu ...) so the message names what was wrong and what would fix it. The CLI turns them
+into one line on stderr and :attr:`KvplanError.exit_code`; nothing else in the package prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes. Tested: scripts depend on them."""
+
+    OK = 0
+    #: A prediction was refuted (verify) or a plan does not fit (fit / pick-g with --check).
+    REFUTED = 1
+    #: The user's input was wrong: a flag, a model, a config, a file.
+    USAGE = 2
+
+
+class KvplanError(Exception):
+    """Base class: an error the user can act on. ``str(err)`` is the whole message."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(KvplanError):
+    """A model config is missing a value kvplan needs, or holds one of the wrong type or range."""
+
+    def __init__(self, model: str, quantity: str, keys: Sequence[str], problem: str) -> None:
+        self.model = model
+        self.quantity = quantity
+        self.keys = tuple(keys)
+        tried = ", ".join(self.keys) if self.keys else "(no key)"
+        super().__init__(f"{model}: {quantity}: {problem} (keys tried: {tried})")
+
+
+class ConfigFileError(KvplanError):
+    """A config file could not be read or is not a JSON object."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {problem}")
+
+
+class ModelNotFoundError(KvplanError):
+    """The model is neither a path, a bundled model, in the local Hugging Face cache, nor on the Hub."""
+
+    def __init__(self, model: str, detail: str) -> None:
+        self.model = model
+        super().__init__(f"model {model!r}: {detail}")
+
+
+class GatedModelError(KvplanError):
+    """The Hub repository is gated or private and the request had no (or an insufficient) token."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"model {model!r} is gated on the Hugging Face Hub: accept its licence on the model page, then "
+            "log in (`hf auth login`), set HF_TOKEN or pass --token; or pass a local config.json path"
+        )
+
+
+class OfflineError(KvplanError):
+    """HF_HUB_OFFLINE is set (or the network is down) and the config is not in the local cache."""
+
+    def __init__(self, model: str, detail: str = "") -> None:
+        self.model = model
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"model {model!r} is not bundled and not in the local Hugging Face cache, and the Hub cannot be "
+            f"reached{extra}: unset HF_HUB_OFFLINE and connect, or pass a local config.json / params.json path"
+        )
+
+
+class OptionError(KvplanError):
+    """A command-line option (or library argument) has an invalid value."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        self.option = option
+        super().__init__(f"{option}: {problem}")
+
+
+class UnknownDtypeError(OptionError):
+    """A KV-cache or weight dtype name kvplan does not know."""
+
+    def __init__(self, option: str, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        super().__init__(option, f"unknown dtype {name!r}; choose one of: {', '.join(known)}")
+
+
+class UnknownGPUError(KvplanError):
+    """A GPU name that is not in the catalog (bundled or user file) and is not a raw size."""
+
+    def __init__(self, name: str, suggestions: Sequence[str]) -> None:
+        self.name = name
+        self.suggestions = tuple(suggestions)
+        hint = f"; closest: {', '.join(self.suggestions)}" if self.suggestions else ""
+        super().__init__(
+            f"--gpu: unknown GPU {name!r}{hint}. `kvplan gpus` lists the catalog; a raw size such as "
+            "--gpu 80GiB also works"
+        )
+
+
+class CatalogFileError(KvplanError):
+    """A GPU catalog or scenario YAML file failed validation; carries ``field: message`` lines."""
+
+    def __init__(self, path: str, problems: Sequence[str]) -> None:
+        self.path = path
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{path}: invalid catalog file:\n{lines}")
+
+
+class TorchMissingError(KvplanError):
+    """`verify` needs torch, which is an optional extra."""
+
+    def __init__(self) -> None:
+        super().__init__('kvplan verify needs torch: pip install "kvplan[verify]"')
+
+
+class DeviceUnavailableError(KvplanError):
+    """The requested torch device does not exist on this machine."""
+
+    def __init__(self, device: str, detail: str) -> None:
+        self.device = device
+        super().__init__(f"--device {device}: {detail}")

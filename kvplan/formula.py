@@ -1,0 +1,411 @@
+"""Exact KV-cache arithmetic over a :class:`~kvplan.layout.CacheLayout`.
+
+Bytes are Python ints; nothing is rounded. For one sequence of ``ctx`` tokens a layer costs
+``tokens_held(ctx) x token_bytes + state_bytes``; the model costs the sum over layers, ``batch`` sequences
+cost ``batch`` times that. The textbook ``2 x L x H_kv x d_head x seq x batch x bytes`` is the case where every
+layer is full attention with the same heads. Each result carries an :class:`Explanation` whose factors
+multiply to its bytes, so the CLI can show the arithmetic with the real numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from math import prod
+
+from kvplan.dtypes import AUTO, STORAGE_TYPES, StorageType, canonical_name, storage_type
+from kvplan.errors import OptionError
+from kvplan.layout import CacheLayout, LayerGroup, LayerKind, LayerSpec, StateTensor
+
+# ----------------------------------------------------------------------------------------------------------
+# Storage types of one plan
+
+
+@dataclass(frozen=True)
+class CacheTypes:
+    """The storage of K, V and of state tensors for one plan (``auto`` already resolved)."""
+
+    k: StorageType
+    v: StorageType
+    #: The model's activation dtype: state tensors with no dtype of their own use it.
+    activation: StorageType
+    #: What the user asked for (``auto``, ``fp8`` ...), for display.
+    requested: str = AUTO
+    #: Why ``auto`` resolved the way it did, if it did.
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        name = self.k.name if self.k == self.v else f"K {self.k.name} / V {self.v.name}"
+        if self.requested not in (AUTO, name) and canonical_name(self.requested) == name:
+            return f"{self.requested} ({name})"
+        return name if self.requested != AUTO else f"auto ({name})"
+
+
+def serving_dtype(layout: CacheLayout) -> tuple[str, str]:
+    """The 16-bit dtype a serving engine runs the model in, and why.
+
+    vLLM's ``--dtype auto`` serves fp32 and fp16 checkpoints in fp16 and bf16 checkpoints in bf16 (its docs:
+    "auto will use FP16 precision for FP32 and FP16 models, and BF16 precision for BF16 models"); SGLang
+    and TensorRT-LLM do the same, so an fp32 config still caches 2-byte values.
+    """
+    if layout.dtype == "bfloat16":
+        return "bfloat16", "the config's dtype"
+    if layout.dtype == "float16":
+        return "float16", "the config's dtype"
+    if layout.dtype == "float32":
+        return "float16", "the config says float32; engines serve fp32 checkpoints in 16 bits"
+    return "float16", "the config states no dtype; engines default to 16 bits"
+
+
+def resolve_types(
+    layout: CacheLayout,
+    kv_cache_dtype: str = AUTO,
+    *,
+    k_dtype: str | None = None,
+    v_dtype: str | None = None,
+    keep_fp32: bool = False,
+) -> CacheTypes:
+    """Resolve a KV dtype request (``auto`` = the model's serving dtype) into storage types.
+
+    ``k_dtype`` / ``v_dtype`` override K and V separately (llama.cpp ``--cache-type-k/-v``). With
+    ``keep_fp32`` an fp32 config stays fp32 (transformers loads checkpoints in their own dtype).
+    """
+    if keep_fp32 and layout.dtype is not None:
+        model_name, why = layout.dtype, "the config's dtype"
+    else:
+        model_name, why = serving_dtype(layout)
+    activation = STORAGE_TYPES[model_name]
+    requested = canonical_name(kv_cache_dtype)
+    base = activation if requested == AUTO else storage_type(requested)
+    k = base if k_dtype is None else _resolve_one(k_dtype, activation, "--cache-type-k")
+    v = base if v_dtype is None else _resolve_one(v_dtype, activation, "--cache-type-v")
+    note = f"auto = {model_name}: {why}" if AUTO in (requested, k_dtype, v_dtype) else ""
+    return CacheTypes(k=k, v=v, activation=activation, requested=kv_cache_dtype, note=note)
+
+
+def _resolve_one(name: str, activation: StorageType, option: str) -> StorageType:
+    return activation if canonical_name(name, option) == AUTO else storage_type(name, option)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per-layer costs
+
+
+def _fp8_ds_mla_bytes(layer: LayerSpec) -> int:
+    # vLLM's DeepSeek sparse-MLA cache ("fp8_ds_mla", vllm/v1/kv_cache_interface.py; SGLang's NSA layout
+    # agrees): the latent in fp8 plus one fp32 scale per 128 values, the rope part kept in bf16:
+    # 512 + 512/128 x 4 + 64 x 2 = 656 B per token per layer.
+    return layer.kv_lora_rank + layer.kv_lora_rank // 128 * 4 + layer.rope_dim * 2
+
+
+def token_bytes(layer: LayerSpec, types: CacheTypes) -> int:
+    """Bytes one cached token costs in this layer (0 for layers that cache no tokens)."""
+    if layer.kind is LayerKind.MLA:
+        latent = _fp8_ds_mla_bytes(layer) if types.k.name == "fp8_ds_mla" else types.k.row_bytes(layer.latent_dim)
+        indexer = types.k.row_bytes(layer.indexer_head_dim) if layer.indexer_head_dim else 0
+        return latent + indexer
+    if not layer.kind.grows_with_context:
+        return 0
+    if "fp8_ds_mla" in (types.k.name, types.v.name):
+        raise OptionError("--kv-cache-dtype", "fp8_ds_mla is a layout for MLA models (DeepSeek) only")
+    k = layer.k_heads * types.k.row_bytes(layer.k_head_dim)
+    v = layer.v_heads * types.v.row_bytes(layer.v_head_dim)
+    return k + v
+
+
+def state_element_bytes(tensor: StateTensor, types: CacheTypes) -> int:
+    """Bytes per value of a state tensor: its own dtype, else the model's activation dtype."""
+    store = types.activation if tensor.dtype is None else STORAGE_TYPES[tensor.dtype]
+    return store.element_bytes
+
+
+def state_tensor_bytes(tensor: StateTensor, types: CacheTypes) -> int:
+    return tensor.elements * state_element_bytes(tensor, types)
+
+
+def state_bytes(layer: LayerSpec, types: CacheTypes) -> int:
+    """Bytes of the fixed per-sequence state of a layer (0 for attention layers)."""
+    return sum(state_tensor_bytes(t, types) for t in layer.state)
+
+
+TokensHeld = Callable[[LayerSpec, int], int]
+
+
+def ideal_tokens_held(layer: LayerSpec, ctx: int) -> int:
+    return layer.tokens_held(ctx)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Explanations
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One factor of a product: a value and what it counts."""
+
+    value: int
+    label: str
+
+
+@dataclass(frozen=True)
+class Product:
+    """``label: f1 x f2 x ... = result`` with ``prod(f.value) == result`` (checked at construction)."""
+
+    label: str
+    factors: tuple[Factor, ...]
+    result: int
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if prod(f.value for f in self.factors) != self.result:
+            raise AssertionError(f"explanation does not multiply out: {self}")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The arithmetic behind a result: one product per group of identical layers, and their sum."""
+
+    lines: tuple[Product, ...]
+    total: int
+    notes: tuple[str, ...] = ()
+
+
+def line_factors(layer: LayerSpec, types: CacheTypes, count: int, tokens: int, batch: int) -> tuple[Factor, ...]:
+    """Factors of ``count x token_bytes x tokens x batch``, textbook-shaped where the storage allows."""
+    n_layers, n_tokens, n_seqs = Factor(count, "layers"), Factor(tokens, "tokens"), Factor(batch, "seq")
+    per_token = token_bytes(layer, types)
+    if layer.kind is LayerKind.MLA:
+        if layer.indexer_head_dim or not types.k.is_plain or types.k.name == "fp8_ds_mla":
+            return n_layers, Factor(per_token, "B per token (latent + indexer)"), n_tokens, n_seqs
+        latent = Factor(layer.latent_dim, f"latent ({layer.kv_lora_rank} + {layer.rope_dim} rope)")
+        return n_layers, latent, n_tokens, n_seqs, Factor(types.k.block_bytes, "B")
+    symmetric = types.k == types.v and layer.k_heads == layer.v_heads and layer.k_head_dim == layer.v_head_dim
+    if not symmetric:
+        return n_layers, Factor(per_token, "B of K and V per token"), n_tokens, n_seqs
+    heads = Factor(layer.k_heads, "KV heads")
+    if types.k.is_plain:
+        return (
+            Factor(2, ""),
+            n_layers,
+            heads,
+            Factor(layer.k_head_dim, "head_dim"),
+            n_tokens,
+            n_seqs,
+            Factor(types.k.block_bytes, "B"),
+        )
+    row = Factor(types.k.row_bytes(layer.k_head_dim), f"B per {layer.k_head_dim}-value row ({types.k.name})")
+    return Factor(2, ""), n_layers, heads, row, n_tokens, n_seqs
+
+
+def _group_line(group: LayerGroup, ctx: int, batch: int, types: CacheTypes, held: TokensHeld) -> Product:
+    spec = group.spec
+    label = f"{group.count} {spec.kind.value.replace('_', ' ')} layer{'s' if group.count > 1 else ''}"
+    if spec.kind is LayerKind.STATE:
+        per_seq = state_bytes(spec, types)
+        parts = " + ".join(
+            f"{t.name} {' x '.join(map(str, t.shape))} x {state_element_bytes(t, types)} B" for t in spec.state
+        )
+        state_factors = (
+            Factor(group.count, "layers"),
+            Factor(per_seq, "B state per seq"),
+            Factor(batch, "seq"),
+        )
+        return Product(label, state_factors, group.count * per_seq * batch, note=f"state per seq = {parts}")
+    if not spec.kind.grows_with_context:
+        return Product(label, (Factor(group.count, "layers"), Factor(0, "B")), 0)
+    tokens = held(spec, ctx)
+    note = ""
+    if spec.window is not None and spec.kind in (LayerKind.SLIDING, LayerKind.CHUNKED):
+        what = "window" if spec.kind is LayerKind.SLIDING else "chunk"
+        note = f"tokens = min(ctx {ctx:,}, {what} {spec.window:,})"
+    factors = line_factors(spec, types, group.count, tokens, batch)
+    return Product(label, factors, group.count * token_bytes(spec, types) * tokens * batch, note=note)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Estimates
+
+
+@dataclass(frozen=True)
+class KindBreakdown:
+    """The cost of all layers of one kind."""
+
+    kind: LayerKind
+    layers: int
+    bytes_per_token: int
+    tokens_held: int
+    state_bytes_per_sequence: int
+    bytes_per_sequence: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class CacheEstimate:
+    """What a layout costs at (ctx, batch) with given storage types."""
+
+    layout: CacheLayout
+    ctx: int
+    batch: int
+    types: CacheTypes
+    #: Bytes one more token costs while ctx is inside every window (sum over context-growing layers).
+    bytes_per_token: int
+    bytes_per_sequence: int
+    total_bytes: int
+    breakdown: tuple[KindBreakdown, ...]
+    explanation: Explanation
+    #: Multi-token-prediction layers, costed separately (not in the totals above).
+    mtp_bytes_per_token: int = 0
+    mtp_total_bytes: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def layer_sequence_bytes(layer: LayerSpec, ctx: int, types: CacheTypes, held: TokensHeld = ideal_tokens_held) -> int:
+    """Bytes one sequence of ``ctx`` tokens costs in one layer."""
+    return held(layer, ctx) * token_bytes(layer, types) + state_bytes(layer, types)
+
+
+def breakdown_by_kind(
+    layers: Sequence[LayerSpec], ctx: int, batch: int, types: CacheTypes, held: TokensHeld = ideal_tokens_held
+) -> tuple[KindBreakdown, ...]:
+    out = []
+    for kind in LayerKind:
+        of_kind = [layer for layer in layers if layer.kind is kind]
+        if not of_kind:
+            continue
+        per_seq = sum(layer_sequence_bytes(layer, ctx, types, held) for layer in of_kind)
+        out.append(
+            KindBreakdown(
+                kind=kind,
+                layers=len(of_kind),
+                bytes_per_token=sum(token_bytes(layer, types) for layer in of_kind),
+                tokens_held=max(held(layer, ctx) for layer in of_kind),
+                state_bytes_per_sequence=sum(state_bytes(layer, types) for layer in of_kind),
+                bytes_per_sequence=per_seq,
+                total_bytes=per_seq * batch,
+            )
+        )
+    return tuple(out)
+
+
+def check_positive(option: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise OptionError(option, f"must be a positive whole number, got {value!r}")
+    return value
+
+
+def estimate(
+    layout: CacheLayout,
+    ctx: int,
+    batch: int = 1,
+    types: CacheTypes | None = None,
+    *,
+    held: TokensHeld = ideal_tokens_held,
+) -> CacheEstimate:
+    """The exact cache of ``batch`` sequences of ``ctx`` tokens for ``layout``."""
+    check_positive("--ctx", ctx)
+    check_positive("--batch", batch)
+    types = types or resolve_types(layout)
+    breakdown = breakdown_by_kind(layout.layers, ctx, batch, types, held)
+    per_seq = sum(b.bytes_per_sequence for b in breakdown)
+    lines = tuple(_group_line(g, ctx, batch, types, held) for g in layout.groups())
+    lines = tuple(line for line in lines if line.result or len(lines) == 1)
+    notes = [types.note] if types.note else []
+    if any(layer.kind is LayerKind.SHARED for layer in layout.layers):
+        notes.append("shared-KV layers read an earlier layer's cache and add nothing")
+    mtp_per_token = sum(token_bytes(layer, types) for layer in layout.mtp_layers)
+    mtp_total = sum(layer_sequence_bytes(layer, ctx, types, held) for layer in layout.mtp_layers) * batch
+    if layout.mtp_layers:
+        notes.append(
+            f"{len(layout.mtp_layers)} multi-token-prediction layer(s) not included: "
+            f"{mtp_total:,} B more when serving with MTP speculative decoding"
+        )
+    return CacheEstimate(
+        layout=layout,
+        ctx=ctx,
+        batch=batch,
+        types=types,
+        bytes_per_token=sum(b.bytes_per_token for b in breakdown),
+        bytes_per_sequence=per_seq,
+        total_bytes=per_seq * batch,
+        breakdown=breakdown,
+        explanation=Explanation(lines=lines, total=per_seq * batch, notes=tuple(notes)),
+        mtp_bytes_per_token=mtp_per_token,
+        mtp_total_bytes=mtp_total,
+        notes=tuple(notes),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The G spectrum
+
+
+def valid_kv_heads(layout: CacheLayout) -> tuple[int, ...]:
+    """Every G that divides the query heads of every attention layer (ascending)."""
+    attention = layout.attention_layers
+    if not attention:
+        return ()
+    q_counts = {layer.q_heads for layer in attention}
+    smallest = min(q_counts)
+    return tuple(g for g in range(1, smallest + 1) if all(q % g == 0 for q in q_counts))
+
+
+def with_kv_heads(layout: CacheLayout, kv_heads: int, option: str = "--kv-heads") -> CacheLayout:
+    """Validate and apply the GQA what-if: ``kv_heads`` K/V heads in every attention layer."""
+    check_positive(option, kv_heads)
+    if not layout.attention_layers:
+        kinds = ", ".join(k.value for k in layout.kinds)
+        raise OptionError(option, f"{layout.model} has no per-head K/V to change (layers: {kinds})")
+    valid = valid_kv_heads(layout)
+    if kv_heads not in valid:
+        h = layout.query_heads
+        raise OptionError(option, f"{kv_heads} does not divide the {h} query heads; valid: {list(valid)}")
+    return layout.with_kv_heads(kv_heads)
+
+
+@dataclass(frozen=True)
+class SpectrumPoint:
+    """One G of the spectrum: MHA (G = H), GQA, MQA (G = 1)."""
+
+    name: str
+    kv_heads: int
+    bytes_per_token: int
+    total_bytes: int
+    #: H / G, exact because G divides H.
+    compression: int
+    is_model: bool = False
+    is_what_if: bool = False
+
+
+def attention_kind_name(g: int, h: int) -> str:
+    return "MHA" if g == h else "MQA" if g == 1 else "GQA"
+
+
+def g_spectrum(
+    layout: CacheLayout, ctx: int, batch: int, types: CacheTypes, *, own: int | None = None
+) -> tuple[SpectrumPoint, ...]:
+    """MHA (G = H), the model's own G, any what-if G, and MQA (G = 1), with bytes and compression H/G.
+
+    ``layout`` may already carry a what-if G; ``own`` is the model's original G.
+    """
+    if not layout.attention_layers:
+        return ()
+    h = min(layer.q_heads for layer in layout.attention_layers)
+    current = layout.kv_heads
+    own = current if own is None else own
+    wanted = {h, 1} | {g for g in (own, current) if g}
+    out = []
+    for g in sorted(wanted, reverse=True):
+        est = estimate(with_kv_heads(layout, g), ctx, batch, types)
+        out.append(
+            SpectrumPoint(
+                name=attention_kind_name(g, h),
+                kv_heads=g,
+                bytes_per_token=est.bytes_per_token,
+                total_bytes=est.total_bytes,
+                compression=h // g,
+                is_model=g == own,
+                is_what_if=g == current and current != own,
+            )
+        )
+    return tuple(out)

@@ -1,0 +1,230 @@
+"""The typed model of what a model's KV cache stores, layer by layer.
+
+A :class:`CacheLayout` is a tuple of :class:`LayerSpec`, one per decoder layer. Each layer says what it stores
+per cached token (K heads x K head dim + V heads x V head dim values, or an MLA latent), how many tokens it
+keeps (all of them, or at most a window / chunk), what fixed state it keeps per sequence (linear attention and
+SSM layers), or that it keeps nothing (a layer that reuses another layer's KV, or has no attention). Plain GQA
+is the case where every layer is ``FULL`` with the same heads. Everything here is frozen and integer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from math import prod
+
+
+class LayerKind(StrEnum):
+    """What one decoder layer caches."""
+
+    FULL = "full_attention"  # K and V for every past token
+    SLIDING = "sliding_attention"  # K and V for at most the last `window` tokens
+    CHUNKED = "chunked_attention"  # K and V for the tokens of the current chunk (Llama 4 local attention)
+    MLA = "mla"  # one compressed latent (+ decoupled rope key) per token, shared by every head (DeepSeek)
+    STATE = "state"  # a fixed per-sequence state (linear attention, Mamba): does not grow with context
+    SHARED = "shared_kv"  # reads another layer's K/V (Gemma 3n): no cache of its own
+    NONE = "no_cache"  # no attention in this layer (MLP-only block, NAS no-op)
+
+    @property
+    def grows_with_context(self) -> bool:
+        return self in (LayerKind.FULL, LayerKind.SLIDING, LayerKind.CHUNKED, LayerKind.MLA)
+
+    @property
+    def has_kv_heads(self) -> bool:
+        """Layers whose K/V heads a GQA what-if (``--kv-heads``) can change."""
+        return self in (LayerKind.FULL, LayerKind.SLIDING, LayerKind.CHUNKED)
+
+
+@dataclass(frozen=True)
+class StateTensor:
+    """One per-sequence state tensor of a STATE layer (shape excludes the batch dimension)."""
+
+    name: str
+    shape: tuple[int, ...]
+    #: Canonical storage name, or None for "the model's activation dtype".
+    dtype: str | None = None
+
+    @property
+    def elements(self) -> int:
+        return prod(self.shape)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What one decoder layer caches. Head counts are for the whole model (before tensor parallelism)."""
+
+    index: int
+    kind: LayerKind
+    q_heads: int = 0
+    k_heads: int = 0
+    k_head_dim: int = 0
+    v_heads: int = 0
+    v_head_dim: int = 0
+    #: Sliding window or chunk size in tokens (SLIDING, CHUNKED).
+    window: int | None = None
+    #: MLA: the compressed KV rank and the decoupled rope key dim; the cached latent is their sum.
+    kv_lora_rank: int = 0
+    rope_dim: int = 0
+    #: Extra per-token key of a sparse-attention indexer (DeepSeek-V3.2 DSA): one head of this dim.
+    indexer_head_dim: int = 0
+    state: tuple[StateTensor, ...] = ()
+    #: SHARED: the layer whose cache this layer reads.
+    shares_with: int | None = None
+
+    @property
+    def latent_dim(self) -> int:
+        return self.kv_lora_rank + self.rope_dim
+
+    @property
+    def k_values(self) -> int:
+        """K values per token (all heads)."""
+        return self.k_heads * self.k_head_dim
+
+    @property
+    def v_values(self) -> int:
+        """V values per token (all heads)."""
+        return self.v_heads * self.v_head_dim
+
+    def tokens_held(self, ctx: int) -> int:
+        """Tokens this layer must keep for one sequence of ``ctx`` tokens (the architectural minimum)."""
+        if not self.kind.grows_with_context:
+            return 0
+        if self.window is not None and self.kind in (LayerKind.SLIDING, LayerKind.CHUNKED):
+            return min(ctx, self.window)
+        return ctx
+
+    def signature(self) -> tuple[object, ...]:
+        """Everything but the index: layers with equal signatures cost the same."""
+        return (
+            self.kind,
+            self.q_heads,
+            self.k_heads,
+            self.k_head_dim,
+            self.v_heads,
+            self.v_head_dim,
+            self.window,
+            self.kv_lora_rank,
+            self.rope_dim,
+            self.indexer_head_dim,
+            self.state,
+            self.shares_with is not None,
+        )
+
+
+def attention_layer(
+    index: int,
+    q_heads: int,
+    kv_heads: int,
+    head_dim: int,
+    *,
+    v_head_dim: int | None = None,
+    kind: LayerKind = LayerKind.FULL,
+    window: int | None = None,
+) -> LayerSpec:
+    """A softmax-attention layer caching K and V per head (MHA, GQA, MQA; optionally windowed)."""
+    return LayerSpec(
+        index=index,
+        kind=kind,
+        q_heads=q_heads,
+        k_heads=kv_heads,
+        k_head_dim=head_dim,
+        v_heads=kv_heads,
+        v_head_dim=head_dim if v_head_dim is None else v_head_dim,
+        window=window,
+    )
+
+
+def mla_layer(index: int, q_heads: int, kv_lora_rank: int, rope_dim: int, indexer_head_dim: int = 0) -> LayerSpec:
+    """An MLA layer: one latent of ``kv_lora_rank + rope_dim`` values per token, no separate V."""
+    return LayerSpec(
+        index=index,
+        kind=LayerKind.MLA,
+        q_heads=q_heads,
+        k_heads=1,
+        k_head_dim=kv_lora_rank + rope_dim,
+        kv_lora_rank=kv_lora_rank,
+        rope_dim=rope_dim,
+        indexer_head_dim=indexer_head_dim,
+    )
+
+
+@dataclass(frozen=True)
+class LayerGroup:
+    """Consecutive-or-not layers with identical cost, for explanations and breakdowns."""
+
+    spec: LayerSpec
+    indices: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.indices)
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """A model's cache, layer by layer, with the few model-level facts planning needs."""
+
+    model: str
+    family: str
+    layers: tuple[LayerSpec, ...]
+    hidden_size: int
+    #: Canonical name of the config's own dtype, or None when the config does not say.
+    dtype: str | None = None
+    #: The context the model was built for (max_position_embeddings or equivalent), if stated.
+    max_context: int | None = None
+    #: Multi-token-prediction layers (DeepSeek num_nextn_predict_layers): cached only under speculative
+    #: decoding, so they are reported separately and never silently added.
+    mtp_layers: tuple[LayerSpec, ...] = ()
+    #: Names of the config rules that produced this layout (shown by --explain).
+    rules: tuple[str, ...] = ()
+    source: str = ""
+    #: The raw (text) config, kept for weight counting. Not part of equality.
+    raw: dict[str, object] = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def attention_layers(self) -> tuple[LayerSpec, ...]:
+        return tuple(layer for layer in self.layers if layer.kind.has_kv_heads)
+
+    @property
+    def query_heads(self) -> int:
+        """The model's query-head count H (the largest, where layers differ)."""
+        heads = [layer.q_heads for layer in self.layers if layer.q_heads]
+        return max(heads) if heads else 0
+
+    @property
+    def kv_heads(self) -> int | None:
+        """The model's KV-head count G when every attention layer agrees; None otherwise."""
+        counts = {layer.k_heads for layer in self.attention_layers}
+        return counts.pop() if len(counts) == 1 else None
+
+    @property
+    def head_dim(self) -> int | None:
+        """The K head dim when every attention layer agrees (MLA: the latent width)."""
+        dims = {layer.k_head_dim for layer in self.layers if layer.kind.has_kv_heads or layer.kind is LayerKind.MLA}
+        return dims.pop() if len(dims) == 1 else None
+
+    @property
+    def kinds(self) -> tuple[LayerKind, ...]:
+        """The layer kinds present, in a stable order."""
+        present = {layer.kind for layer in self.layers}
+        return tuple(kind for kind in LayerKind if kind in present)
+
+    def groups(self, layers: Iterable[LayerSpec] | None = None) -> tuple[LayerGroup, ...]:
+        """Layers grouped by identical cost, in order of first appearance."""
+        buckets: dict[tuple[object, ...], list[LayerSpec]] = {}
+        for layer in self.layers if layers is None else layers:
+            buckets.setdefault(layer.signature(), []).append(layer)
+        return tuple(LayerGroup(specs[0], tuple(s.index for s in specs)) for specs in buckets.values())
+
+    def with_kv_heads(self, kv_heads: int) -> CacheLayout:
+        """The same model with ``kv_heads`` K/V heads in every attention layer (the GQA what-if)."""
+        layers = tuple(
+            replace(layer, k_heads=kv_heads, v_heads=kv_heads) if layer.kind.has_kv_heads else layer
+            for layer in self.layers
+        )
+        return replace(self, layers=layers, rules=(*self.rules, f"what-if: {kv_heads} KV heads"))

@@ -1,0 +1,173 @@
+"""The typed core of each command: resolve a model, build its layout, cost it. The CLI only wires these."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from kvplan.dtypes import AUTO
+from kvplan.errors import OptionError
+from kvplan.formula import (
+    CacheEstimate,
+    SpectrumPoint,
+    check_positive,
+    estimate,
+    g_spectrum,
+    resolve_types,
+    with_kv_heads,
+)
+from kvplan.layout import CacheLayout
+from kvplan.resolve import ModelSource, resolve
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
+_MULTIPLIERS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def parse_count(text: str | int, option: str) -> int:
+    """A token or sequence count: ``4096``, ``4k`` (4,000) or ``4K`` (4,096).
+
+    Lower-case suffixes are decimal and upper-case binary, exactly as vLLM parses ``--max-model-len``.
+    """
+    if isinstance(text, int):
+        return check_positive(option, text)
+    match = _SIZE.match(text)
+    if not match:
+        raise OptionError(option, f"{text!r} is not a count (examples: 4096, 32k = 32,000, 32K = 32,768)")
+    number, suffix = match.groups()
+    value = float(number) * _MULTIPLIERS[suffix] if "." in number else int(number) * _MULTIPLIERS[suffix]
+    if value != int(value):
+        raise OptionError(option, f"{text!r} is not a whole number of tokens")
+    return check_positive(option, int(value))
+
+
+def parse_counts(text: str, option: str) -> list[int]:
+    """A comma-separated list of counts (``4k,32k,128K``)."""
+    parts = [p for p in text.split(",") if p.strip()]
+    if not parts:
+        raise OptionError(option, "expected one or more counts, e.g. 4096 or 4K,32K")
+    return [parse_count(p, option) for p in parts]
+
+
+@dataclass(frozen=True)
+class SizeReport:
+    """Everything ``kvplan size`` shows."""
+
+    source: ModelSource
+    layout: CacheLayout
+    estimate: CacheEstimate
+    spectrum: tuple[SpectrumPoint, ...]
+    #: Where ctx came from: "--ctx" or the config key.
+    ctx_source: str
+    #: The model's own KV heads before a --kv-heads what-if (None when not uniform or not applicable).
+    own_kv_heads: int | None
+
+
+def default_context(layout: CacheLayout, ctx: int | None) -> tuple[int, str]:
+    """The context to plan for: the user's, else the model's own maximum."""
+    if ctx is not None:
+        return check_positive("--ctx", ctx), "--ctx"
+    if layout.max_context is None:
+        raise OptionError(
+            "--ctx",
+            f"{layout.model} does not state a context length (max_position_embeddings or similar); pass --ctx N",
+        )
+    return layout.max_context, "the model's max_position_embeddings"
+
+
+def size(
+    model: str,
+    *,
+    ctx: int | None = None,
+    batch: int = 1,
+    kv_cache_dtype: str = AUTO,
+    kv_heads: int | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+) -> SizeReport:
+    """Bytes per token, per sequence and in total for ``model`` at ``ctx`` x ``batch``."""
+    source = resolve(model, revision=revision, token=token)
+    from kvplan.config_reader import read_config
+
+    layout = read_config(source.raw, source.model_id, source.describe())
+    return size_of_layout(layout, source, ctx=ctx, batch=batch, kv_cache_dtype=kv_cache_dtype, kv_heads=kv_heads)
+
+
+def size_of_layout(
+    layout: CacheLayout,
+    source: ModelSource,
+    *,
+    ctx: int | None = None,
+    batch: int = 1,
+    kv_cache_dtype: str = AUTO,
+    kv_heads: int | None = None,
+) -> SizeReport:
+    own = layout.kv_heads if layout.attention_layers else None
+    if kv_heads is not None:
+        layout = with_kv_heads(layout, kv_heads)
+    ctx_value, ctx_source = default_context(layout, ctx)
+    check_positive("--batch", batch)
+    types = resolve_types(layout, kv_cache_dtype)
+    est = estimate(layout, ctx_value, batch, types)
+    return SizeReport(
+        source=source,
+        layout=layout,
+        estimate=est,
+        spectrum=g_spectrum(layout, ctx_value, batch, types, own=own),
+        ctx_source=ctx_source,
+        own_kv_heads=own,
+    )
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    """One bundled model, as ``kvplan models`` lists it."""
+
+    model_id: str
+    family: str
+    layers: int
+    query_heads: int
+    #: "8", or "1-8" where layers differ, or "-" (MLA, pure SSM).
+    kv_heads: str
+    head_dim: str
+    kinds: tuple[str, ...]
+    dtype: str
+    bytes_per_token: int
+    aliases: tuple[str, ...]
+
+
+def _span(values: set[int]) -> str:
+    if not values:
+        return "-"
+    return str(min(values)) if len(values) == 1 else f"{min(values)}-{max(values)}"
+
+
+def list_models() -> list[CatalogRow]:
+    """Every bundled model with its shape and bytes per token at the serving dtype (``auto``)."""
+    from kvplan import catalog
+    from kvplan.catalog import load_json_text
+    from kvplan.config_reader import read_config
+
+    by_target: dict[str, list[str]] = {}
+    for alias, target in catalog.aliases().items():
+        by_target.setdefault(target.lower(), []).append(alias)
+    rows = []
+    for key, entry in sorted(catalog.bundled_models().items()):
+        layout = read_config(load_json_text(entry.read_text(), entry.location), entry.model_id, entry.location)
+        types = resolve_types(layout)
+        attention = layout.attention_layers
+        dims = {layer.k_head_dim for layer in layout.layers if layer.kind.grows_with_context}
+        rows.append(
+            CatalogRow(
+                model_id=entry.model_id,
+                family=layout.family,
+                layers=layout.num_layers,
+                query_heads=layout.query_heads,
+                kv_heads=_span({layer.k_heads for layer in attention}),
+                head_dim=_span(dims),
+                kinds=tuple(k.value for k in layout.kinds),
+                dtype=types.activation.name,
+                bytes_per_token=estimate(layout, 1, 1, types).bytes_per_token,
+                aliases=tuple(sorted(by_target.get(key, []))),
+            )
+        )
+    return rows
