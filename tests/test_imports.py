@@ -1,0 +1,42 @@
+"""`size` stays fast: it never imports torch, transformers or huggingface_hub's download machinery."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import json, sys
+from kvplan.cli import app
+try:
+    app(args=sys.argv[1:], prog_name="kvplan", standalone_mode=False)
+finally:
+    sys.stdout.flush()
+    print("\\nMODULES=" + json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+
+
+def loaded_modules(*args: str) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"HF_HUB_OFFLINE": "1", "PATH": ""},
+    )
+    line = next(x for x in done.stderr.splitlines() if x.startswith("MODULES="))
+    return set(json.loads(line.removeprefix("MODULES=")))
+
+
+@pytest.mark.parametrize("args", [("size", "meta-llama/Llama-2-70b"), ("size", "Qwen/Qwen3-8B", "--json"), ("models",)])
+def test_no_heavy_imports(args: tuple[str, ...]) -> None:
+    modules = loaded_modules(*args)
+    for heavy in ("torch", "transformers", "huggingface_hub.file_download", "numpy"):
+        assert heavy not in modules, heavy
+
+
+def test_plain_size_does_not_need_pydantic() -> None:
+    assert "pydantic" not in loaded_modules("size", "meta-llama/Llama-2-70b")
