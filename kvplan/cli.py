@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import traceback
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -80,6 +81,12 @@ TokenOpt = Annotated[
 ]
 
 
+GpuFileOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--gpu-file", help="A YAML file of GPU entries that adds to or overrides the catalog (repeatable)."),
+]
+
+
 def _count(text: str | None, option: str) -> int | None:
     from kvplan.plan import parse_count
 
@@ -136,6 +143,23 @@ def models(json: JsonOpt = False, units: UnitsOpt = Units.iec) -> None:
     from kvplan.render import render_models
 
     render_models(rows, units.value)
+
+
+@app.command()
+def gpus(gpu_file: GpuFileOpt = None, json: JsonOpt = False, units: UnitsOpt = Units.iec) -> None:
+    """List the GPU catalog: the capacity kvplan plans with, where that figure comes from, and aliases."""
+    from kvplan.gpus import gpu_rows, load_catalog
+
+    rows = gpu_rows(load_catalog(gpu_file or ()))
+    if json:
+        from kvplan import schema
+        from kvplan.render import print_json
+
+        print_json(schema.dump(schema.gpus_out(rows)))
+        return
+    from kvplan.render import render_gpus
+
+    render_gpus(rows, units.value)
 
 
 def main() -> None:

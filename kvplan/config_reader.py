@@ -590,7 +590,7 @@ def _attention_types(f: Fields, family: str, shape: Shape, rules: list[str]) -> 
 def attention_layers(f: Fields, family: str, shape: Shape, rules: list[str]) -> tuple[LayerSpec, ...]:
     """Pure softmax-attention models: full, sliding, chunked and shared-KV layers."""
     types = _attention_types(f, family, shape, rules) or ["full_attention"] * shape.layers
-    window = f.optional_integer("sliding window", ("sliding_window",))
+    window = read_window(f, family, rules)
     chunk = f.optional_integer("attention_chunk_size", ("attention_chunk_size",))
     v_head_dim = f.optional_integer("v_head_dim", ("v_head_dim",))
     swa = _swa_heads(f, shape, rules)
@@ -622,6 +622,19 @@ def attention_layers(f: Fields, family: str, shape: Shape, rules: list[str]) -> 
         else:
             raise ConfigError(f.model, f"layer {i} type", ("layer_types",), f"unknown layer type {name!r}")
     return apply_kv_sharing(f, tuple(layers), rules)
+
+
+def read_window(f: Fields, family: str, rules: list[str]) -> int | None:
+    """The sliding window in transformers' convention: the tokens a query sees, itself included."""
+    # Rule mimo_window_size: MiMo-V2-Flash's sliding_window_size counts the previous tokens a query attends to,
+    # without the query itself; transformers' MiMoV2FlashConfig sets sliding_window = sliding_window_size + 1
+    # ("the reference SGLang implementation attends to sliding_window_size previous tokens plus the query").
+    if family == "mimo_v2_flash":
+        size = f.optional_integer("sliding_window_size", ("sliding_window_size",))
+        if size is not None:
+            rules.append(f"sliding_window_size {size} previous tokens + the query: window {size + 1}")
+            return size + 1
+    return f.optional_integer("sliding window", ("sliding_window",))
 
 
 def _swa_heads(f: Fields, shape: Shape, rules: list[str]) -> tuple[int, int, int | None] | None:

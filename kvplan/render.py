@@ -16,10 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from kvplan.formula import Explanation
+from kvplan.gpus import GpuRow
 from kvplan.plan import CatalogRow, SizeReport
-
-IEC = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
-SI = (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3))
+from kvplan.units import exact_and_human, human_bytes
 
 
 class FactorLike(Protocol):
@@ -41,22 +40,6 @@ def stdout_console() -> Console:
 
 def stderr_console() -> Console:
     return Console(stderr=True, soft_wrap=True, highlight=False)
-
-
-def human_bytes(n: int, units: str = "iec") -> str:
-    """``1.25 GiB`` (iec) or ``1.34 GB`` (si); exact integers below 1 KiB / 1 kB."""
-    table = IEC if units == "iec" else SI
-    for name, size in table:
-        if abs(n) >= size:
-            value = n / size
-            text = f"{value:,.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value):,}"
-            return f"{text} {name}"
-    return f"{n:,} B"
-
-
-def exact_and_human(n: int, units: str = "iec") -> str:
-    human = human_bytes(n, units)
-    return f"{n:,} B" if human.endswith(" B") else f"{n:,} B ({human})"
 
 
 def product_text(factors: Iterable[FactorLike], result: int, units: str = "iec") -> str:
@@ -204,4 +187,30 @@ def render_models(rows: Sequence[CatalogRow], units: str = "iec", console: Conso
         ),
         console,
         right=("layers", "H", "G", "head_dim", "B/token", ""),
+    )
+
+
+def render_gpus(rows: Sequence[GpuRow], units: str = "iec", console: Console | None = None) -> None:
+    def flag(value: bool | None) -> str:
+        return "?" if value is None else "yes" if value else "no"
+
+    render_rows(
+        f"GPU catalog ({len(rows)}); kvplan plans with the 'usable' figure (see docs/gpus.md)",
+        ("id", "name", "usable", "from", "marketed", "TB/s", "fp8", "bf16", "aliases"),
+        (
+            (
+                r.id,
+                r.name,
+                "raw size" if r.usable_bytes is None else human_bytes(r.usable_bytes, units),
+                r.usable_source,
+                r.marketed,
+                "" if r.bandwidth_tbps is None else f"{r.bandwidth_tbps:g}",
+                flag(r.fp8),
+                flag(r.bf16),
+                ", ".join(r.aliases[:4]) + (" ..." if len(r.aliases) > 4 else ""),
+            )
+            for r in rows
+        ),
+        console,
+        right=("usable", "TB/s"),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from kvplan.formula import CacheEstimate, Explanation, SpectrumPoint
+from kvplan.gpus import GpuRow
 from kvplan.plan import CatalogRow, SizeReport
 from kvplan.resolve import ModelSource
 
@@ -236,4 +237,32 @@ def models_out(rows: list[CatalogRow]) -> ModelsOut:
             )
             for r in rows
         ],
+    )
+
+
+class GpuRowOut(Out):
+    id: str
+    name: str
+    vendor: str
+    usable_bytes: int | None
+    usable_source: str
+    usable_note: str
+    marketed: str
+    memory_type: str | None
+    bandwidth_tbps: float | None
+    fp8: bool | None
+    bf16: bool | None
+    aliases: list[str]
+    origin: str
+
+
+class GpusOut(Out):
+    schema_: str = Field(serialization_alias="schema")
+    gpus: list[GpuRowOut]
+
+
+def gpus_out(rows: list[GpuRow]) -> GpusOut:
+    return GpusOut(
+        schema_="kvplan.gpus/1",
+        gpus=[GpuRowOut(**{**r.__dict__, "aliases": list(r.aliases)}) for r in rows],
     )

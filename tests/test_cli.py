@@ -173,3 +173,21 @@ def test_python_dash_m(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["bytes_per_token"] == 8192
+
+
+def test_gpus_json_lists_the_catalog() -> None:
+    code, out, _ = run("gpus", "--json")
+    assert code == 0
+    rows = {r["id"]: r for r in json.loads(out)["gpus"]}
+    assert rows["a100-80g"]["usable_bytes"] == 81038 * 2**20  # torch total_memory, not nvidia-smi's 81920 MiB
+    assert "NVIDIA A100-SXM4-80GB" in rows["a100-80g"]["aliases"]
+
+
+def test_gpus_broken_user_file_names_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "gpus.yaml"
+    bad.write_text("entries:\n  - id: my-gpu\n    name: Mine\n    usable_bytes: lots\n")
+    code, out, err = run("gpus", "--gpu-file", str(bad))
+    assert code == ExitCode.USAGE
+    assert out == ""
+    assert "usable_bytes" in err
+    assert "Traceback" not in err
