@@ -81,6 +81,27 @@ TokenOpt = Annotated[
 ]
 
 
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Whose accounting: ideal (what the architecture must keep), vllm, sglang, llama.cpp, "
+        "trtllm or hf (transformers).",
+    ),
+]
+TpOpt = Annotated[int, typer.Option("--tensor-parallel-size", "-tp", help="GPUs sharing each layer's KV heads.")]
+PpOpt = Annotated[int, typer.Option("--pipeline-parallel-size", "-pp", help="Pipeline stages splitting the layers.")]
+BlockOpt = Annotated[
+    int | None, typer.Option("--block-size", help="Tokens per page (vLLM 16, MLA 64; TRT-LLM 32; SGLang page 1).")
+]
+BatchedOpt = Annotated[
+    int | None,
+    typer.Option("--max-num-batched-tokens", help="vLLM: tokens per step; sliding layers keep this many extra."),
+]
+UbatchOpt = Annotated[int, typer.Option("--ubatch-size", "-ub", help="llama.cpp n_ubatch (SWA cache padding).")]
+SwaFullOpt = Annotated[bool, typer.Option("--swa-full", help="llama.cpp: full-size cache for sliding layers.")]
+CacheKOpt = Annotated[str | None, typer.Option("--cache-type-k", help="K dtype when it differs (llama.cpp style).")]
+CacheVOpt = Annotated[str | None, typer.Option("--cache-type-v", help="V dtype when it differs (llama.cpp style).")]
 GpuFileOpt = Annotated[
     list[Path] | None,
     typer.Option("--gpu-file", help="A YAML file of GPU entries that adds to or overrides the catalog (repeatable)."),
@@ -100,20 +121,43 @@ def size(
     batch: BatchOpt = "1",
     kv_cache_dtype: KvDtypeOpt = "auto",
     kv_heads: KvHeadsOpt = None,
+    engine: EngineOpt = "ideal",
+    tensor_parallel_size: TpOpt = 1,
+    pipeline_parallel_size: PpOpt = 1,
+    block_size: BlockOpt = None,
+    max_num_batched_tokens: BatchedOpt = None,
+    ubatch_size: UbatchOpt = 512,
+    swa_full: SwaFullOpt = False,
+    cache_type_k: CacheKOpt = None,
+    cache_type_v: CacheVOpt = None,
     json: JsonOpt = False,
     units: UnitsOpt = Units.iec,
     revision: RevisionOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """KV-cache bytes per token, per sequence and in total, with the arithmetic and the G spectrum."""
+    """KV-cache bytes per token, per sequence and in total, with the arithmetic, the G spectrum and, under
+    --engine, what that engine allocates on each GPU and why it differs."""
     from kvplan import plan
+    from kvplan.engines import EngineOptions
 
+    options = EngineOptions(
+        tensor_parallel_size=tensor_parallel_size,
+        pipeline_parallel_size=pipeline_parallel_size,
+        block_size=block_size,
+        max_num_batched_tokens=max_num_batched_tokens,
+        n_ubatch=ubatch_size,
+        swa_full=swa_full,
+    )
     report = plan.size(
         model,
         ctx=_count(ctx, "--ctx"),
         batch=plan.parse_count(batch, "--batch"),
         kv_cache_dtype=kv_cache_dtype,
         kv_heads=kv_heads,
+        engine=engine,
+        options=options,
+        k_dtype=cache_type_k,
+        v_dtype=cache_type_v,
         revision=revision,
         token=token,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kvplan.dtypes import AUTO
 from kvplan.errors import OptionError
@@ -18,6 +19,9 @@ from kvplan.formula import (
 )
 from kvplan.layout import CacheLayout
 from kvplan.resolve import ModelSource, resolve
+
+if TYPE_CHECKING:
+    from kvplan.engines import EngineEstimate, EngineOptions
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
 _MULTIPLIERS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": 2**20, "G": 2**30}
@@ -60,6 +64,10 @@ class SizeReport:
     ctx_source: str
     #: The model's own KV heads before a --kv-heads what-if (None when not uniform or not applicable).
     own_kv_heads: int | None
+    #: The same plan under an engine's accounting (``ideal`` when none was asked for).
+    engine: EngineEstimate
+    #: That engine's figure for a single sequence at ctx (engines may pad or share across sequences).
+    engine_sequence_bytes: int
 
 
 def default_context(layout: CacheLayout, ctx: int | None) -> tuple[int, str]:
@@ -81,15 +89,30 @@ def size(
     batch: int = 1,
     kv_cache_dtype: str = AUTO,
     kv_heads: int | None = None,
+    engine: str = "ideal",
+    options: EngineOptions | None = None,
+    k_dtype: str | None = None,
+    v_dtype: str | None = None,
     revision: str | None = None,
     token: str | None = None,
 ) -> SizeReport:
-    """Bytes per token, per sequence and in total for ``model`` at ``ctx`` x ``batch``."""
+    """Bytes per token, per sequence and in total for ``model`` at ``ctx`` x ``batch``, under ``engine``."""
     source = resolve(model, revision=revision, token=token)
     from kvplan.config_reader import read_config
 
     layout = read_config(source.raw, source.model_id, source.describe())
-    return size_of_layout(layout, source, ctx=ctx, batch=batch, kv_cache_dtype=kv_cache_dtype, kv_heads=kv_heads)
+    return size_of_layout(
+        layout,
+        source,
+        ctx=ctx,
+        batch=batch,
+        kv_cache_dtype=kv_cache_dtype,
+        kv_heads=kv_heads,
+        engine=engine,
+        options=options,
+        k_dtype=k_dtype,
+        v_dtype=v_dtype,
+    )
 
 
 def size_of_layout(
@@ -100,21 +123,34 @@ def size_of_layout(
     batch: int = 1,
     kv_cache_dtype: str = AUTO,
     kv_heads: int | None = None,
+    engine: str = "ideal",
+    options: EngineOptions | None = None,
+    k_dtype: str | None = None,
+    v_dtype: str | None = None,
 ) -> SizeReport:
+    from kvplan.engines import get_engine
+
     own = layout.kv_heads if layout.attention_layers else None
     if kv_heads is not None:
         layout = with_kv_heads(layout, kv_heads)
     ctx_value, ctx_source = default_context(layout, ctx)
     check_positive("--batch", batch)
-    types = resolve_types(layout, kv_cache_dtype)
-    est = estimate(layout, ctx_value, batch, types)
+    profile = get_engine(engine)
+    costed = profile.estimate(
+        layout, ctx_value, batch, kv_cache_dtype=kv_cache_dtype, k_dtype=k_dtype, v_dtype=v_dtype, opts=options
+    )
+    single = profile.estimate(
+        layout, ctx_value, 1, kv_cache_dtype=kv_cache_dtype, k_dtype=k_dtype, v_dtype=v_dtype, opts=options
+    )
     return SizeReport(
         source=source,
         layout=layout,
-        estimate=est,
-        spectrum=g_spectrum(layout, ctx_value, batch, types, own=own),
+        estimate=costed.ideal,
+        spectrum=g_spectrum(layout, ctx_value, batch, costed.types, own=own),
         ctx_source=ctx_source,
         own_kv_heads=own,
+        engine=costed,
+        engine_sequence_bytes=single.deployment_bytes,
     )
 
 

@@ -9,16 +9,18 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from kvplan.formula import Explanation
-from kvplan.gpus import GpuRow
 from kvplan.plan import CatalogRow, SizeReport
 from kvplan.units import exact_and_human, human_bytes
+
+if TYPE_CHECKING:
+    from kvplan.gpus import GpuRow
 
 
 class FactorLike(Protocol):
@@ -64,16 +66,25 @@ def render_size(report: SizeReport, units: str = "iec", console: Console | None 
     console.print(shape_line(layout.family, report))
     console.print(f"ctx {est.ctx:,} tokens ({report.ctx_source}) · batch {est.batch:,} · KV dtype {est.types.label}")
     console.print()
+    eng = report.engine
+    with_engine = eng.engine != "ideal" or eng.gpus > 1
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("")
-    table.add_column("bytes", justify="right")
+    table.add_column("ideal bytes" if with_engine else "bytes", justify="right")
     table.add_column("IEC" if units == "iec" else "SI", justify="right")
-    for name, value in (
-        ("per token", est.bytes_per_token),
-        ("per sequence", est.bytes_per_sequence),
-        (f"total (x {est.batch:,})", est.total_bytes),
-    ):
-        table.add_row(name, f"{value:,}", human_bytes(value, units))
+    if with_engine:
+        table.add_column(f"{eng.engine} bytes", justify="right")
+        table.add_column("IEC" if units == "iec" else "SI", justify="right")
+    rows = (
+        ("per token", est.bytes_per_token, eng.bytes_per_token),
+        ("per sequence", est.bytes_per_sequence, report.engine_sequence_bytes),
+        (f"total (x {est.batch:,})", est.total_bytes, eng.deployment_bytes),
+    )
+    for name, ideal, engine_value in rows:
+        cells = [name, f"{ideal:,}", human_bytes(ideal, units)]
+        if with_engine:
+            cells += [f"{engine_value:,}", human_bytes(engine_value, units)]
+        table.add_row(*cells)
     console.print(table)
     console.print()
     console.print(Text("Arithmetic", style="bold"))
@@ -81,11 +92,39 @@ def render_size(report: SizeReport, units: str = "iec", console: Console | None 
     if len(est.breakdown) > 1:
         console.print()
         render_breakdown(console, report, units)
+    if with_engine:
+        console.print()
+        render_engine(console, report, units)
     if report.spectrum:
         console.print()
         render_spectrum(console, report, units)
     for note in est.notes:
         console.print(Text(f"note: {note}", style="yellow"))
+
+
+def render_engine(console: Console, report: SizeReport, units: str) -> None:
+    from kvplan.engines import get_engine
+
+    eng = report.engine
+    console.print(
+        Text(f"Engine: {eng.engine}", style="bold"), Text(f"  ({get_engine(eng.engine).summary})", style="dim")
+    )
+    where = f"tp {eng.tp} x pp {eng.pp} = {eng.gpus} GPUs" if eng.gpus > 1 else "1 GPU"
+    console.print(f"  per GPU (largest stage): {exact_and_human(eng.per_gpu_bytes, units)}")
+    console.print(f"  deployment ({where}): {exact_and_human(eng.deployment_bytes, units)}")
+    diff = eng.deployment_bytes - eng.ideal.total_bytes
+    if diff:
+        pct = 100 * diff / eng.ideal.total_bytes if eng.ideal.total_bytes else 0.0
+        sign = "+" if diff > 0 else "-"
+        console.print(f"  vs ideal: {sign}{exact_and_human(abs(diff), units)} ({sign}{abs(pct):.2f}%), because:")
+    elif eng.rules:
+        console.print("  same as ideal; rules applied:")
+    for rule in eng.rules:
+        console.print(Text(f"    - {rule}"))
+    console.print(Text("  per GPU:", style="bold"))
+    for line in eng.explanation().lines:
+        text = f"    {line.label}: {product_text(line.factors, line.result, units)}"
+        console.print(Text(text + (f"   [{line.note}]" if line.note else "")))
 
 
 def shape_line(family: str, report: SizeReport) -> str:

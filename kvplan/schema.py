@@ -71,6 +71,29 @@ class MtpOut(Out):
     total_bytes: int
 
 
+class IdealOut(Out):
+    bytes_per_token: int
+    bytes_per_sequence: int
+    total_bytes: int
+
+
+class EngineOut(Out):
+    name: str
+    summary: str
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    gpus: int
+    per_gpu_bytes: int
+    deployment_bytes: int
+    stage_bytes: list[int]
+    #: Engine total minus the ideal total (whole deployment); what the engine adds.
+    over_ideal_bytes: int
+    rules: list[str]
+    facts: dict[str, int]
+    breakdown_per_gpu: list[BreakdownOut]
+    explanation_per_gpu: ExplanationOut
+
+
 class SizeOut(Out):
     schema_: str = Field(serialization_alias="schema")
     model: str
@@ -88,7 +111,8 @@ class SizeOut(Out):
     kv_cache_dtype_requested: str
     k_dtype: str
     v_dtype: str
-    engine: str
+    engine: EngineOut
+    ideal: IdealOut
     bytes_per_token: int
     bytes_per_sequence: int
     total_bytes: int
@@ -158,8 +182,41 @@ def breakdown_out(est: CacheEstimate) -> list[BreakdownOut]:
     ]
 
 
-def size_out(report: SizeReport, engine: str = "ideal") -> SizeOut:
-    est, layout = report.estimate, report.layout
+def engine_out(report: SizeReport) -> EngineOut:
+    from kvplan.engines import get_engine
+
+    eng = report.engine
+    return EngineOut(
+        name=eng.engine,
+        summary=get_engine(eng.engine).summary,
+        tensor_parallel_size=eng.tp,
+        pipeline_parallel_size=eng.pp,
+        gpus=eng.gpus,
+        per_gpu_bytes=eng.per_gpu_bytes,
+        deployment_bytes=eng.deployment_bytes,
+        stage_bytes=list(eng.stage_bytes),
+        over_ideal_bytes=eng.deployment_bytes - eng.ideal.total_bytes,
+        rules=list(eng.rules),
+        facts=dict(eng.facts),
+        breakdown_per_gpu=[
+            BreakdownOut(
+                kind=b.kind.value,
+                layers=b.layers,
+                bytes_per_token=b.bytes_per_token,
+                tokens_held=b.tokens_held,
+                state_bytes_per_sequence=b.state_bytes_per_sequence,
+                bytes_per_sequence=b.bytes_per_sequence,
+                total_bytes=b.total_bytes,
+            )
+            for b in eng.breakdown()
+        ],
+        explanation_per_gpu=explanation_out(eng.explanation()),
+    )
+
+
+def size_out(report: SizeReport) -> SizeOut:
+    """Top-level sizes are the engine's (whole deployment); ``ideal`` keeps the architectural minimum."""
+    est, layout, eng = report.estimate, report.layout, report.engine
     mtp = None
     if layout.mtp_layers:
         mtp = MtpOut(
@@ -184,10 +241,13 @@ def size_out(report: SizeReport, engine: str = "ideal") -> SizeOut:
         kv_cache_dtype_requested=est.types.requested,
         k_dtype=est.types.k.name,
         v_dtype=est.types.v.name,
-        engine=engine,
-        bytes_per_token=est.bytes_per_token,
-        bytes_per_sequence=est.bytes_per_sequence,
-        total_bytes=est.total_bytes,
+        engine=engine_out(report),
+        ideal=IdealOut(
+            bytes_per_token=est.bytes_per_token, bytes_per_sequence=est.bytes_per_sequence, total_bytes=est.total_bytes
+        ),
+        bytes_per_token=eng.bytes_per_token,
+        bytes_per_sequence=report.engine_sequence_bytes,
+        total_bytes=eng.deployment_bytes,
         breakdown=breakdown_out(est),
         explanation=explanation_out(est.explanation),
         spectrum=spectrum_out(report.spectrum),

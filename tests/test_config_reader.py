@@ -42,6 +42,12 @@ def test_fixture_case(case: str) -> None:
     assert [k.value for k in layout.kinds] == expect["kinds"]
     types = resolve_types(layout, "float16")
     assert estimate(layout, 1, 1, types).bytes_per_token == expect["bytes_per_token_fp16"]
+    for point in expect.get("totals_fp16", []):  # type: ignore[attr-defined]
+        got = estimate(layout, point["ctx"], point["batch"], types).total_bytes
+        assert got == point["total_bytes"], (point, got)
+    if "rules" in expect:
+        for fragment in expect["rules"]:  # type: ignore[attr-defined]
+            assert any(fragment in rule for rule in layout.rules), (fragment, layout.rules)
 
 
 def test_fixture_folder_resolves_as_path() -> None:

@@ -1,0 +1,72 @@
+"""The oracle: `kvplan size M --engine hf --ctx S --batch B --json` equals, to the byte, the sum of nbytes of
+every tensor transformers' own cache holds after a forward pass on the meta device (keys, values, conv and
+recurrent states, indexer keys), for S shorter and longer than the model's sliding window / chunk; and the
+ideal figure equals it for models whose layers are all plain full attention."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from kvplan.cli import app
+
+from .oracle_hf import bundled_ids, reference
+
+pytestmark = pytest.mark.oracle
+runner = CliRunner()
+
+
+def kvplan_json(model_id: str, seq: int, batch: int, engine: str) -> dict[str, object]:
+    args = [
+        "size",
+        model_id,
+        "--engine",
+        engine,
+        "--ctx",
+        str(seq),
+        "--batch",
+        str(batch),
+        "--json",
+        "--kv-cache-dtype",
+        "bfloat16",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    data: dict[str, object] = json.loads(result.stdout)
+    return data
+
+
+@pytest.mark.parametrize("model_id", bundled_ids())
+def test_hf_engine_matches_transformers_cache(model_id: str) -> None:
+    ref = reference(model_id)
+    if not ref.supported:
+        pytest.skip(ref.reason)
+    for (seq, batch), nbytes in ref.cache_nbytes:
+        data = kvplan_json(model_id, seq, batch, "hf")
+        assert data["total_bytes"] == nbytes, (model_id, seq, batch)
+
+
+@pytest.mark.parametrize("model_id", bundled_ids())
+def test_ideal_matches_transformers_for_plain_attention(model_id: str) -> None:
+    ref = reference(model_id)
+    if not ref.supported:
+        pytest.skip(ref.reason)
+    data = kvplan_json(model_id, 8, 1, "ideal")
+    if data["attention_kinds"] != ["full_attention"]:
+        pytest.skip("not all layers plain attention: the hf engine test covers this family")
+    if model_id == "tiiuae/falcon-40b":
+        pytest.skip("transformers broadcasts Falcon-40B's K/V to all 128 heads: the hf engine test covers it")
+    for (seq, batch), nbytes in ref.cache_nbytes:
+        assert kvplan_json(model_id, seq, batch, "ideal")["total_bytes"] == nbytes, (model_id, seq, batch)
+
+
+def test_hf_keeps_an_fp32_checkpoint_in_fp32() -> None:
+    """gpt2's config says float32: transformers caches fp32, kvplan's hf engine under auto says the same."""
+    ref = reference("openai-community/gpt2", "float32")
+    for (seq, batch), nbytes in ref.cache_nbytes:
+        result = runner.invoke(
+            app, ["size", "openai-community/gpt2", "--engine", "hf", "--ctx", str(seq), "--batch", str(batch), "--json"]
+        )
+        assert json.loads(result.stdout)["total_bytes"] == nbytes
