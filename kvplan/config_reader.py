@@ -78,7 +78,28 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "RefinedWeb": {"max_position_embeddings": 2048},
     "RefinedWebModel": {"max_position_embeddings": 2048},
     "gpt2": {"n_positions": 1024},
+    # NemotronHConfig: mamba_ssm_cache_dtype defaults to float32 (vLLM's Nemotron-H config hook reads it too).
+    "nemotron_h": {"mamba_ssm_cache_dtype": "float32"},
 }
+
+#: Families whose checkpoints are pure state-space models: no attention heads at all.
+PURE_SSM_FAMILIES = frozenset({"mamba", "falcon_mamba", "mamba2"})
+
+#: Families whose config classes interleave sliding and full layers when the file has no layer_types: layer i is
+#: full when (i + 1) % n == 0, with n from the named key or the class default (transformers configuration_*.py:
+#: Gemma2Config 2, GptOssConfig 2, Olmo3Config 4, Exaone4Config sliding_window_pattern 4, Gemma3TextConfig
+#: sliding_window_pattern 6, Gemma3nTextConfig 5).
+DEFAULT_INTERLEAVE: dict[str, tuple[str | None, int]] = {
+    "gemma2": (None, 2),
+    "gpt_oss": (None, 2),
+    "olmo3": (None, 4),
+    "exaone4": ("sliding_window_pattern", 4),
+    "gemma3_text": ("sliding_window_pattern", 6),
+    "gemma3n_text": (None, 5),
+}
+
+#: Families with a use_sliding_window switch that defaults to False (Qwen2Config and its descendants).
+SLIDING_SWITCH_FAMILIES = frozenset({"qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen2_vl", "qwen2_5_vl", "smollm3"})
 
 #: A multimodal wrapper whose nested text config lacks model_type -> the text family.
 NESTED_FAMILY = {
@@ -177,8 +198,18 @@ def read_config(raw: object, model: str, source: str = "") -> CacheLayout:
         mtp_layers=mtp,
         rules=tuple(rules),
         source=source,
-        raw=dict(text),
+        raw=raw_for_weights(text, raw),
     )
+
+
+def raw_for_weights(text: Raw, raw: Raw) -> dict[str, Any]:
+    """The text config, plus what a multimodal wrapper keeps at its top level that applies to the decoder too
+    (Mistral 3 / Devstral-Small keep quantization_config beside text_config)."""
+    out = dict(text)
+    for key in ("quantization_config", "tie_word_embeddings", "torch_dtype", "dtype"):
+        if key not in out and key in raw:
+            out[key] = raw[key]
+    return out
 
 
 def is_meta_params(raw: Raw) -> bool:
@@ -277,6 +308,9 @@ def _check_divides(model: str, heads: int, kv_heads: int) -> None:
 
 def read_shape(f: Fields, family: str, rules: list[str]) -> Shape:
     layers = f.integer("layers", LAYER_KEYS)
+    if family in PURE_SSM_FAMILIES:
+        # Mamba / Mamba2 checkpoints have no attention: their head keys (Mamba2 num_heads, head_dim) are SSM dims.
+        return Shape(layers, 0, 0, 0, f.integer("hidden size", HIDDEN_KEYS))
     heads = f.integer("query heads", HEAD_KEYS)
     hidden = f.integer("hidden size", HIDDEN_KEYS)
     head_dim = read_head_dim(f, hidden, heads, rules)
@@ -447,11 +481,8 @@ def _mamba1_state(f: Fields, hidden: int) -> tuple[StateTensor, ...]:
 
 
 def _state_dtype(f: Fields) -> str | None:
-    for key in ("mamba_ssm_dtype", "mamba_ssm_cache_dtype", "ssm_dtype"):
-        name = model_dtype_name(f.data.get(key))
-        if name is not None:
-            return name
-    return None
+    found = f.find(("mamba_ssm_dtype", "mamba_ssm_cache_dtype", "ssm_dtype"))
+    return None if found is None else model_dtype_name(found[1])
 
 
 def _state_layer(index: int, state: tuple[StateTensor, ...]) -> LayerSpec:
@@ -476,8 +507,12 @@ def hybrid_state_layers(f: Fields, family: str, shape: Shape, rules: list[str]) 
             layers.append(attention_layer(i, shape.heads, shape.kv_heads, shape.head_dim))
         elif kind in ("linear_attention", "mamba", "M"):
             layers.append(_state_layer(i, state))
-        else:  # Nemotron-H '-' (MLP) and 'E' (MoE) blocks: no attention, no cache
+        elif kind in ("-", "E", "mlp", "moe"):  # Nemotron-H MLP / MoE blocks: no attention, no cache
             layers.append(LayerSpec(index=i, kind=LayerKind.NONE))
+        else:
+            raise ConfigError(
+                f.model, f"layer {i} type", ("layer_types", "hybrid_override_pattern"), f"unknown layer type {kind!r}"
+            )
     return tuple(layers)
 
 
@@ -535,24 +570,20 @@ def _attention_types(f: Fields, family: str, shape: Shape, rules: list[str]) -> 
     if layer_types is not None:
         rules.append("layer_types from the config")
         return [str(t) for t in layer_types]
-    window = f.optional_integer("sliding window", ("sliding_window",))
-    # Rule gemma2_alternating: Gemma 2 without layer_types alternates sliding (even layers) and full
-    # (Gemma2Config: (i + 1) % 2 -> sliding).
-    if family == "gemma2" and window:
-        rules.append("Gemma 2: even layers sliding, odd layers full")
-        return ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(shape.layers)]
-    # Rule gemma3_pattern: Gemma 3 without layer_types has one full layer every sliding_window_pattern
-    # (default 6: five local, one global; Gemma3TextConfig).
-    if family == "gemma3_text" and window:
-        pattern = f.optional_integer("sliding_window_pattern", ("sliding_window_pattern",)) or 6
-        rules.append(f"Gemma 3: one full layer in {pattern}, the rest sliding")
-        return ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(shape.layers)]
-    # Rule exaone_pattern: EXAONE 4 spells its interleave as a string ("LLLG": local x3, global).
+    window = read_window(f, family, [])
+    # Rule exaone_pattern: EXAONE 4 may spell its interleave as a string ("LLLG": local x3, global).
     pattern_text = f.data.get("sliding_window_pattern")
     if isinstance(pattern_text, str) and pattern_text and set(pattern_text) <= {"L", "G"} and window:
         rules.append(f"sliding_window_pattern {pattern_text!r}")
         n = len(pattern_text)
         return ["sliding_attention" if pattern_text[i % n] == "L" else "full_attention" for i in range(shape.layers)]
+    # Rule family_interleave: Gemma 2 / 3 / 3n, gpt-oss, OLMo 3 and EXAONE 4 without layer_types interleave as
+    # their config classes do (DEFAULT_INTERLEAVE): one full layer in n, the rest sliding.
+    if family in DEFAULT_INTERLEAVE and window:
+        key, n = DEFAULT_INTERLEAVE[family]
+        n = (f.optional_integer(key, (key,)) if key else None) or n
+        rules.append(f"{family}: one full layer in {n}, the rest sliding (config class default)")
+        return ["sliding_attention" if (i + 1) % n else "full_attention" for i in range(shape.layers)]
     # Rule mimo_hybrid_pattern: MiMo-V2-Flash lists hybrid_layer_pattern, 0 = full, 1 = sliding (the same
     # layers MiMoV2FlashConfig derives: layer 0 and every 6th full).
     hybrid = f.sequence("hybrid_layer_pattern", "hybrid_layer_pattern", shape.layers)
@@ -574,7 +605,7 @@ def _attention_types(f: Fields, family: str, shape: Shape, rules: list[str]) -> 
         return None
     # Rule qwen2_use_sliding_window: Qwen2/Qwen3 configs carry a sliding_window that is off unless
     # use_sliding_window is true, and then only layers i >= max_window_layers slide (Qwen2Config).
-    if "use_sliding_window" in f.data:
+    if "use_sliding_window" in f.data or family in SLIDING_SWITCH_FAMILIES:
         if not f.flag("use_sliding_window"):
             rules.append("use_sliding_window false: sliding_window ignored (Qwen2-style)")
             return None

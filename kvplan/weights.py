@@ -827,10 +827,11 @@ def _fallback(c: _Config) -> DecoderSpec:
 
 def _attention(t: _Tensors, c: _Config, spec: DecoderSpec, layer: LayerSpec) -> None:
     """q, k, v, o (with their biases), q/k norms and sinks of one softmax-attention layer."""
-    if layer.kind is LayerKind.SHARED and layer.shares_with is not None:
-        # Gemma 3n: a KV-sharing layer still has its projections; take K/V shapes from the producer.
-        producer = c.layout.layers[layer.shares_with]
-        layer = replace(producer, q_heads=layer.q_heads or producer.q_heads)
+    shared = layer.kind is LayerKind.SHARED
+    if shared and layer.shares_with is not None:
+        # Gemma 3n: a KV-sharing layer has q_proj, q_norm and o_proj of the producer's shape, and no k_proj,
+        # v_proj or k_norm (Gemma3nTextAttention: only when not is_kv_shared_layer).
+        layer = c.layout.layers[layer.shares_with]
     h = c.hidden
     q = layer.q_heads * layer.k_head_dim
     k = layer.k_heads * layer.k_head_dim
@@ -840,12 +841,14 @@ def _attention(t: _Tensors, c: _Config, spec: DecoderSpec, layer: LayerSpec) -> 
         o_in = h  # StableLmAttention: o_proj is hidden x hidden
     g = layer.k_heads
     t.linear(Part.ATTENTION, "q_proj", q * 2 if spec.gated_q else q, h, bias=spec.qkv_bias)
-    t.linear(Part.ATTENTION, "k_proj", k, h, bias=spec.qkv_bias, kv=g)
-    t.linear(Part.ATTENTION, "v_proj", v, h, bias=spec.qkv_bias, kv=g)
+    if not shared:
+        t.linear(Part.ATTENTION, "k_proj", k, h, bias=spec.qkv_bias, kv=g)
+        t.linear(Part.ATTENTION, "v_proj", v, h, bias=spec.qkv_bias, kv=g)
     t.linear(Part.ATTENTION, "o_proj", h, o_in, bias=spec.o_bias)
     if spec.qk_norm is QkNorm.HEAD:
         t.norm("q_norm", layer.k_head_dim)
-        t.norm("k_norm", layer.k_head_dim)
+        if not shared:
+            t.norm("k_norm", layer.k_head_dim)
     elif spec.qk_norm is QkNorm.FULL:
         t.norm("q_norm", q)
         t.norm("k_norm", k, kv=g)
@@ -1177,6 +1180,55 @@ def nemotron_h(c: _Config) -> _Counted:
     return _Counted("Nemotron-H hybrid", t.freeze(), tied)
 
 
+def gemma3n(c: _Config) -> _Counted:
+    """Rule gemma3n (Gemma3nForCausalLM): a Gemma 3 decoder (4 norms, head-dim q/k norms, per-layer MLP
+    widths, tied head) whose KV-sharing layers have no k/v projections, plus in every layer AltUp
+    (n = altup_num_inputs streams: prediction n^2 x n, correction n x n, a router n x hidden with its norm, an
+    output scale), LAuReL (a rank laurel_rank low-rank residual with its norm) and the per-layer input (gate,
+    projection, norm); and once: the per-layer embedding (vocab_size_per_layer_input x layers x
+    hidden_size_per_layer_input), its projection from hidden and norm, and n - 1 AltUp projections in and out.
+    Defaults from Gemma3nTextConfig."""
+    h = c.hidden
+    layers = c.layout.layers
+    n = c.optional(("altup_num_inputs",)) or 4
+    rank = c.optional(("laurel_rank",)) or 64
+    per_layer = c.optional(("hidden_size_per_layer_input",)) or 256
+    per_layer_vocab = c.optional(("vocab_size_per_layer_input",)) or 262_144
+    widths = c.f.data.get("intermediate_size")
+    if isinstance(widths, list):
+        widths = c.f.sequence("intermediate size", "intermediate_size", len(layers))
+    else:
+        widths = [c.integer("intermediate size", ("intermediate_size",))] * len(layers)
+    spec = DecoderSpec(0, qk_norm=QkNorm.HEAD, layer_norms=4)
+    t = _Tensors()
+    tied = _tied(c)
+    _embedding_and_head(t, c, tied=tied)
+    for layer, width in zip(layers, widths or [], strict=True):
+        if isinstance(width, bool) or not isinstance(width, int):
+            raise ConfigError(c.f.model, "intermediate size", ("intermediate_size",), f"{width!r} is not a width")
+        t.norm("layer_norms", h, count=spec.layer_norms)
+        _attention(t, c, spec, layer)
+        _ffn(t, h, width, gated=True, bias=False)
+        t.vector(Part.OTHER, "altup.correct_output_scale", (h,))
+        t.linear(Part.OTHER, "altup.correction_coefs", n, n)
+        t.linear(Part.OTHER, "altup.prediction_coefs", n * n, n)
+        t.linear(Part.OTHER, "altup.modality_router", n, h)
+        t.norm("altup.router_norm", h)
+        t.linear(Part.OTHER, "laurel.linear_left", rank, h)
+        t.linear(Part.OTHER, "laurel.linear_right", h, rank)
+        t.norm("laurel.post_laurel_norm", h)
+        t.linear(Part.OTHER, "per_layer_input_gate", per_layer, h)
+        t.linear(Part.OTHER, "per_layer_projection", h, per_layer)
+        t.norm("post_per_layer_input_norm", h)
+    t.norm("norm", h)
+    t.add(Part.EMBEDDING, Role.TABLE, "embed_tokens_per_layer.weight", (per_layer_vocab, len(layers) * per_layer))
+    t.linear(Part.OTHER, "per_layer_model_projection", len(layers) * per_layer, h)
+    t.norm("per_layer_projection_norm", per_layer)
+    t.linear(Part.OTHER, "altup_projections", h, h, count=n - 1)
+    t.linear(Part.OTHER, "altup_unembed_projections", h, h, count=n - 1)
+    return _Counted("Gemma 3n decoder", t.freeze(), tied)
+
+
 def pure_ssm(c: _Config) -> _Counted:
     """Rule pure_ssm: Mamba / Falcon-Mamba (MambaMixer) and Mamba2: embedding, per layer one RMSNorm and a
     mixer, norm_f; the LM head tied by default for Mamba and Falcon-Mamba, not for Mamba2."""
@@ -1209,6 +1261,8 @@ def _rule_for(c: _Config) -> Callable[[_Config], _Counted]:
         return nemotron_h
     if c.family in ("mamba", "falcon_mamba", "mamba2"):
         return pure_ssm
+    if c.family == "gemma3n_text":
+        return gemma3n
     return dense_decoder
 
 
