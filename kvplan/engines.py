@@ -253,19 +253,40 @@ class Engine:
 
     name = "ideal"
     summary = "what the architecture must keep: windows capped at the window, no paging, no padding"
-    #: Whether --tensor-parallel-size / --pipeline-parallel-size mean anything for this engine.
-    shards = True
+    #: Whether --tensor-parallel-size means anything for this engine (pipeline stages always split layers).
+    shards_heads = True
+    #: Engines that run in one process accept neither tp nor pp.
+    single_process = False
+    #: True when ``batch`` sequences cost exactly ``batch`` times one sequence (every engine but llama.cpp, whose
+    #: unified cache pads ctx x batch as a whole). Solvers use it to avoid recomputing per batch.
+    linear_in_batch = True
+
+    # -- rules, per layer (override what differs) ------------------------------------------------------------
 
     def cache_types(self, layout: CacheLayout, kv_cache_dtype: str, k: str | None, v: str | None) -> CacheTypes:
         return resolve_types(layout, kv_cache_dtype, k_dtype=k, v_dtype=v)
 
-    def layer_cost(self, layer: LayerSpec, ctx: int, batch: int, types: CacheTypes, opts: EngineOptions) -> LayerCost:
-        per_token = token_bytes(layer, types)
+    def prepare(self, layout: CacheLayout) -> tuple[LayerSpec, ...]:
+        """The layers as this engine stores them (before tensor parallelism)."""
+        return layout.layers
+
+    def shard(self, layer: LayerSpec, tp: int) -> LayerSpec:
+        return shard(layer, tp)
+
+    def slots(self, layer: LayerSpec, ctx: int, batch: int, opts: EngineOptions) -> tuple[int, str]:
+        """Token slots this layer holds for ``batch`` sequences of ``ctx`` tokens, and how."""
         held = layer.tokens_held(ctx)
         how = ""
         if layer.window is not None and layer.kind in (LayerKind.SLIDING, LayerKind.CHUNKED):
             how = f"min(ctx {ctx:,}, {'window' if layer.kind is LayerKind.SLIDING else 'chunk'} {layer.window:,})"
-        return LayerCost(layer, held * batch, per_token, state_bytes(layer, types) * batch, how)
+        return held * batch, how
+
+    def slot_bytes(self, layer: LayerSpec, types: CacheTypes) -> int:
+        return token_bytes(layer, types)
+
+    def fixed_bytes(self, layer: LayerSpec, types: CacheTypes) -> int:
+        """Fixed bytes per sequence (SSM / linear-attention state)."""
+        return state_bytes(layer, types)
 
     def rules(self, layout: CacheLayout, ctx: int, batch: int, opts: EngineOptions) -> list[str]:
         return []
@@ -273,14 +294,38 @@ class Engine:
     def facts(self, layout: CacheLayout, ctx: int, opts: EngineOptions) -> dict[str, int]:
         return {}
 
-    def stage_costs(
-        self, layout: CacheLayout, ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
-    ) -> tuple[tuple[LayerCost, ...], ...]:
-        tp, pp = opts.tensor_parallel_size, opts.pipeline_parallel_size
+    # -- assembly ----------------------------------------------------------------------------------------------
+
+    def layer_cost(self, layer: LayerSpec, ctx: int, batch: int, types: CacheTypes, opts: EngineOptions) -> LayerCost:
+        slots, how = self.slots(layer, ctx, batch, opts)
+        fixed = self.fixed_bytes(layer, types)
+        if fixed and not how:
+            how = "one fixed state per sequence"
+        return LayerCost(layer, slots, self.slot_bytes(layer, types) if slots else 0, fixed * batch, how)
+
+    def stage_layers(self, layout: CacheLayout, opts: EngineOptions) -> tuple[tuple[LayerSpec, ...], ...]:
+        """Per pipeline stage, the layers one GPU holds (heads already split by tensor parallelism)."""
+        tp = opts.tensor_parallel_size
         return tuple(
-            tuple(self.layer_cost(shard(layer, tp), ctx, batch, types, opts) for layer in stage)
-            for stage in split_layers(layout.layers, pp)
+            tuple(self.shard(layer, tp) for layer in stage)
+            for stage in split_layers(self.prepare(layout), opts.pipeline_parallel_size)
         )
+
+    def validate(self, layout: CacheLayout, opts: EngineOptions) -> None:
+        tp = check_positive("--tensor-parallel-size", opts.tensor_parallel_size)
+        pp = check_positive("--pipeline-parallel-size", opts.pipeline_parallel_size)
+        if self.single_process and (tp > 1 or pp > 1):
+            raise OptionError("--tensor-parallel-size", f"--engine {self.name} runs in one process: use 1")
+        if tp > 1 and not self.shards_heads:
+            raise OptionError(
+                "--tensor-parallel-size", f"--engine {self.name} splits layers, not heads: use --pipeline-parallel-size"
+            )
+        check_tp(layout, tp)
+        for name in ("block_size", "max_num_batched_tokens"):
+            value = getattr(opts, name)
+            if value is not None:
+                check_positive("--" + name.replace("_", "-"), value)
+        check_positive("--ubatch-size", opts.n_ubatch)
 
     def estimate(
         self,
@@ -296,23 +341,22 @@ class Engine:
         opts = opts or EngineOptions()
         check_positive("--ctx", ctx)
         check_positive("--batch", batch)
-        tp = check_positive("--tensor-parallel-size", opts.tensor_parallel_size)
-        pp = check_positive("--pipeline-parallel-size", opts.pipeline_parallel_size)
-        if not self.shards and (tp > 1 or pp > 1):
-            raise OptionError("--tensor-parallel-size", f"--engine {self.name} runs in one process: use 1")
-        check_tp(layout, tp)
+        self.validate(layout, opts)
         types = self.cache_types(layout, kv_cache_dtype, k_dtype, v_dtype)
-        ideal = estimate(layout, ctx, batch, types)
+        stages = tuple(
+            tuple(self.layer_cost(layer, ctx, batch, types, opts) for layer in stage)
+            for stage in self.stage_layers(layout, opts)
+        )
         return EngineEstimate(
             engine=self.name,
-            ideal=ideal,
+            ideal=estimate(layout, ctx, batch, types),
             types=types,
             ctx=ctx,
             batch=batch,
-            tp=tp,
-            pp=pp,
-            stages=self.stage_costs(layout, ctx, batch, types, opts),
-            rules=(*tp_rule(layout, tp), *self.rules(layout, ctx, batch, opts)),
+            tp=opts.tensor_parallel_size,
+            pp=opts.pipeline_parallel_size,
+            stages=stages,
+            rules=(*tp_rule(layout, opts.tensor_parallel_size), *self.rules(layout, ctx, batch, opts)),
             facts=self.facts(layout, ctx, opts),
         )
 
@@ -336,38 +380,39 @@ class HFEngine(Engine):
 
     name = "hf"
     summary = "transformers DynamicCache: sliding layers keep window - 1 tokens, fp32 recurrent state"
-    shards = False
+    single_process = True
 
     def cache_types(self, layout: CacheLayout, kv_cache_dtype: str, k: str | None, v: str | None) -> CacheTypes:
         return resolve_types(layout, kv_cache_dtype, k_dtype=k, v_dtype=v, keep_fp32=True)
 
-    def stage_costs(
-        self, layout: CacheLayout, ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
-    ) -> tuple[tuple[LayerCost, ...], ...]:
-        broadcast = layout.family in ("falcon", "RefinedWeb") and (
-            layout.family == "RefinedWeb" or bool(layout.raw.get("new_decoder_architecture"))
+    @staticmethod
+    def broadcasts_heads(layout: CacheLayout) -> bool:
+        return layout.family == "RefinedWeb" or (
+            layout.family == "falcon" and bool(layout.raw.get("new_decoder_architecture"))
         )
-        costs = []
-        for layer in layout.layers:
-            if broadcast and layer.kind.has_kv_heads:
-                layer = replace(layer, k_heads=layer.q_heads, v_heads=layer.q_heads)
-            costs.append(self.layer_cost(layer, ctx, batch, types, opts))
-        return (tuple(costs),)
 
-    def layer_cost(self, layer: LayerSpec, ctx: int, batch: int, types: CacheTypes, opts: EngineOptions) -> LayerCost:
-        if layer.kind is LayerKind.STATE:
-            state = tuple(
-                replace(t, shape=(t.shape[0], t.shape[1] + 1)) if t.name == "conv" else replace(t, dtype="float32")
-                for t in layer.state
-            )
-            hf_layer = replace(layer, state=state)
-            how = "conv state keeps the whole kernel; recurrent state in float32"
-            return LayerCost(hf_layer, 0, 0, state_bytes(hf_layer, types) * batch, how)
+    def prepare(self, layout: CacheLayout) -> tuple[LayerSpec, ...]:
+        layers = []
+        for layer in layout.layers:
+            if self.broadcasts_heads(layout) and layer.kind.has_kv_heads:
+                layer = replace(layer, k_heads=layer.q_heads, v_heads=layer.q_heads)
+            if layer.kind is LayerKind.STATE:
+                layer = replace(
+                    layer,
+                    state=tuple(
+                        replace(t, shape=(t.shape[0], t.shape[1] + 1))
+                        if t.name == "conv"
+                        else replace(t, dtype="float32")
+                        for t in layer.state
+                    ),
+                )
+            layers.append(layer)
+        return tuple(layers)
+
+    def slots(self, layer: LayerSpec, ctx: int, batch: int, opts: EngineOptions) -> tuple[int, str]:
         if layer.kind in (LayerKind.SLIDING, LayerKind.CHUNKED) and layer.window is not None:
-            kept = min(ctx, layer.window - 1)
-            how = f"min(ctx {ctx:,}, window {layer.window:,} - 1)"
-            return LayerCost(layer, kept * batch, token_bytes(layer, types), 0, how)
-        return super().layer_cost(layer, ctx, batch, types, opts)
+            return min(ctx, layer.window - 1) * batch, f"min(ctx {ctx:,}, window {layer.window:,} - 1)"
+        return super().slots(layer, ctx, batch, opts)
 
     def rules(self, layout: CacheLayout, ctx: int, batch: int, opts: EngineOptions) -> list[str]:
         out = []
@@ -377,9 +422,7 @@ class HFEngine(Engine):
             out.append("linear-attention / SSM layers: conv state of the whole kernel, recurrent state in float32")
         if layout.dtype == "float32":
             out.append("K/V in float32: transformers keeps the checkpoint's dtype (pass --kv-cache-dtype to change)")
-        if layout.family in ("falcon", "RefinedWeb") and any(
-            layer.k_heads != layer.q_heads for layer in layout.attention_layers
-        ):
+        if self.broadcasts_heads(layout):
             out.append("Falcon new decoder architecture: K/V broadcast to every query head before caching")
         return out
 
