@@ -321,6 +321,15 @@ class Engine:
             for stage in split_layers(self.prepare(layout), opts.pipeline_parallel_size)
         )
 
+    def stage_costs(
+        self, layout: CacheLayout, ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
+    ) -> tuple[tuple[LayerCost, ...], ...]:
+        """Per pipeline stage, what one GPU of that stage holds, layer by layer."""
+        return tuple(
+            tuple(self.layer_cost(layer, ctx, batch, types, opts) for layer in stage)
+            for stage in self.stage_layers(layout, opts)
+        )
+
     def validate(self, layout: CacheLayout, opts: EngineOptions) -> None:
         tp = check_positive("--tensor-parallel-size", opts.tensor_parallel_size)
         pp = check_positive("--pipeline-parallel-size", opts.pipeline_parallel_size)
@@ -353,10 +362,7 @@ class Engine:
         check_positive("--batch", batch)
         self.validate(layout, opts)
         types = self.cache_types(layout, kv_cache_dtype, k_dtype, v_dtype)
-        stages = tuple(
-            tuple(self.layer_cost(layer, ctx, batch, types, opts) for layer in stage)
-            for stage in self.stage_layers(layout, opts)
-        )
+        stages = self.stage_costs(layout, ctx, batch, types, opts)
         return EngineEstimate(
             engine=self.name,
             ideal=estimate(layout, ctx, batch, types),
@@ -599,22 +605,10 @@ class VLLMEngine(Engine):
     def stage_groups(self, layers: Sequence[LayerSpec], types: CacheTypes, opts: EngineOptions) -> list[_VllmGroup]:
         return self.groups(self.specs(layers, types, opts))
 
-    def estimate(
-        self,
-        layout: CacheLayout,
-        ctx: int,
-        batch: int,
-        *,
-        kv_cache_dtype: str = "auto",
-        k_dtype: str | None = None,
-        v_dtype: str | None = None,
-        opts: EngineOptions | None = None,
-    ) -> EngineEstimate:
-        opts = opts or EngineOptions()
-        check_positive("--ctx", ctx)
-        check_positive("--batch", batch)
-        self.validate(layout, opts)
-        types = self.cache_types(layout, kv_cache_dtype, k_dtype, v_dtype)
+    def stage_costs(
+        self, layout: CacheLayout, ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
+    ) -> tuple[tuple[LayerCost, ...], ...]:
+        """Costs per layer slot of every KV cache group, padding slots included."""
         stages = []
         for stage in self.stage_layers(layout, opts):
             costs = []
@@ -635,18 +629,7 @@ class VLLMEngine(Engine):
                     how = f"{group.padding} padding layer(s) in a group of {group.size}: {pages} page(s) each"
                     costs.append(LayerCost(pad, 0, 0, group.padding * pages * first.page * batch, how))
             stages.append(tuple(costs))
-        return EngineEstimate(
-            engine=self.name,
-            ideal=estimate(layout, ctx, batch, types),
-            types=types,
-            ctx=ctx,
-            batch=batch,
-            tp=opts.tensor_parallel_size,
-            pp=opts.pipeline_parallel_size,
-            stages=tuple(stages),
-            rules=(*tp_rule(layout, opts.tensor_parallel_size), *self.rules(layout, ctx, batch, opts)),
-            facts=self.facts(layout, ctx, opts),
-        )
+        return tuple(stages)
 
     def pages_how(self, spec: _VllmSpec, ctx: int, pages: int, opts: EngineOptions) -> str:
         b = spec.block
