@@ -56,10 +56,19 @@ CtxOpt = Annotated[
         "--ctx",
         "--max-model-len",
         help="Tokens per sequence: 4096, 4k (= 4,000) or 4K (= 4,096), "
-        "as vLLM parses --max-model-len. Default: the model's max_position_embeddings.",
+        "as vLLM parses --max-model-len. Default: the model's max_position_embeddings. "
+        "pick-g and fit take a comma-separated list (4K,32K,128K).",
     ),
 ]
-BatchOpt = Annotated[str, typer.Option("--batch", "--max-num-seqs", help="Concurrent sequences (default 1).")]
+BatchOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--batch",
+        "--max-num-seqs",
+        help="Concurrent sequences (default 1; pick-g without --model: the scenario's). "
+        "pick-g and fit take a comma-separated list (1,8,32).",
+    ),
+]
 KvDtypeOpt = Annotated[
     str,
     typer.Option(
@@ -89,7 +98,14 @@ EngineOpt = Annotated[
         "trtllm or hf (transformers).",
     ),
 ]
-TpOpt = Annotated[int, typer.Option("--tensor-parallel-size", "-tp", help="GPUs sharing each layer's KV heads.")]
+TpOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--tensor-parallel-size",
+        "-tp",
+        help="GPUs sharing each layer's KV heads (default: 1, or the GPU count of --gpu / --num-gpus).",
+    ),
+]
 PpOpt = Annotated[int, typer.Option("--pipeline-parallel-size", "-pp", help="Pipeline stages splitting the layers.")]
 BlockOpt = Annotated[
     int | None, typer.Option("--block-size", help="Tokens per page (vLLM 16, MLA 64; TRT-LLM 32; SGLang page 1).")
@@ -102,6 +118,38 @@ UbatchOpt = Annotated[int, typer.Option("--ubatch-size", "-ub", help="llama.cpp 
 SwaFullOpt = Annotated[bool, typer.Option("--swa-full", help="llama.cpp: full-size cache for sliding layers.")]
 CacheKOpt = Annotated[str | None, typer.Option("--cache-type-k", help="K dtype when it differs (llama.cpp style).")]
 CacheVOpt = Annotated[str | None, typer.Option("--cache-type-v", help="V dtype when it differs (llama.cpp style).")]
+GpuOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu",
+        help="A catalog name (a100-80g, h100; `kvplan gpus` lists them), a raw size (80GiB, 24GB), "
+        "optionally with a count (8xh100).",
+    ),
+]
+NumGpusOpt = Annotated[
+    int | None, typer.Option("--num-gpus", help="GPUs in the tensor-parallel group (the count in --gpu 8xh100).")
+]
+UtilizationOpt = Annotated[
+    float,
+    typer.Option("--gpu-memory-utilization", help="Share of each GPU's memory the engine may use (vLLM: 0.90)."),
+]
+ReserveOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--reserve",
+        help="Per-GPU memory kept for activations, NCCL and cuBLAS workspaces: 2GiB (the default), 512MiB, 4GB.",
+    ),
+]
+WeightsDtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="Weight storage: auto (the checkpoint's quantization_config, else its 16-bit serving dtype), "
+        "float16, bfloat16, float32, fp8, int8, int4, mxfp4, nvfp4.",
+    ),
+]
+ChartOpt = Annotated[bool, typer.Option("--chart", help="Also draw memory against context for each G.")]
+CheckOpt = Annotated[bool, typer.Option("--check", help="Exit 1 (with a line on stderr) when the plan does not fit.")]
 GpuFileOpt = Annotated[
     list[Path] | None,
     typer.Option("--gpu-file", help="A YAML file of GPU entries that adds to or overrides the catalog (repeatable)."),
@@ -122,7 +170,7 @@ def size(
     kv_cache_dtype: KvDtypeOpt = "auto",
     kv_heads: KvHeadsOpt = None,
     engine: EngineOpt = "ideal",
-    tensor_parallel_size: TpOpt = 1,
+    tensor_parallel_size: TpOpt = None,
     pipeline_parallel_size: PpOpt = 1,
     block_size: BlockOpt = None,
     max_num_batched_tokens: BatchedOpt = None,
@@ -141,7 +189,7 @@ def size(
     from kvplan.engines import EngineOptions
 
     options = EngineOptions(
-        tensor_parallel_size=tensor_parallel_size,
+        tensor_parallel_size=1 if tensor_parallel_size is None else tensor_parallel_size,
         pipeline_parallel_size=pipeline_parallel_size,
         block_size=block_size,
         max_num_batched_tokens=max_num_batched_tokens,
@@ -151,7 +199,7 @@ def size(
     report = plan.size(
         model,
         ctx=_count(ctx, "--ctx"),
-        batch=plan.parse_count(batch, "--batch"),
+        batch=plan.parse_count(batch or "1", "--batch"),
         kv_cache_dtype=kv_cache_dtype,
         kv_heads=kv_heads,
         engine=engine,
@@ -204,6 +252,138 @@ def gpus(gpu_file: GpuFileOpt = None, json: JsonOpt = False, units: UnitsOpt = U
     from kvplan.render import render_gpus
 
     render_gpus(rows, units.value)
+
+
+def _counts(text: str | None, option: str) -> list[int] | None:
+    from kvplan.plan import parse_counts
+
+    return None if text is None else parse_counts(text, option)
+
+
+def _reserve(text: str | None) -> int | None:
+    from kvplan.gpus import parse_bytes
+
+    return None if text is None else parse_bytes(text, "--reserve")
+
+
+@app.command("pick-g")
+def pick_g(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="The model (as for size). Default: the reference scenario, a Llama-2-13B shape."),
+    ] = None,
+    gpu: GpuOpt = None,
+    ctx: CtxOpt = None,
+    batch: BatchOpt = None,
+    kv_cache_dtype: KvDtypeOpt = "auto",
+    engine: EngineOpt = "ideal",
+    tensor_parallel_size: TpOpt = None,
+    num_gpus: NumGpusOpt = None,
+    gpu_memory_utilization: UtilizationOpt = 0.90,
+    reserve: ReserveOpt = None,
+    dtype: WeightsDtypeOpt = "auto",
+    gpu_file: GpuFileOpt = None,
+    chart: ChartOpt = False,
+    check: CheckOpt = False,
+    json: JsonOpt = False,
+    units: UnitsOpt = Units.iec,
+    revision: RevisionOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """How many KV heads G fit: every G that divides the query heads, with KV, weights, headroom, max batch, max
+    context and quality, the largest G that fits, and the ways to reach the model's own or a quality-safe G.
+    Lists of --ctx / --batch give a matrix of the recommended G."""
+    from kvplan import solver
+
+    report = solver.pick_g(
+        model,
+        gpu=gpu,
+        ctx=_counts(ctx, "--ctx"),
+        batch=_counts(batch, "--batch"),
+        kv_cache_dtype=kv_cache_dtype,
+        engine=engine,
+        tensor_parallel_size=tensor_parallel_size,
+        num_gpus=num_gpus,
+        utilization=gpu_memory_utilization,
+        reserve_bytes=_reserve(reserve),
+        weights_dtype=dtype,
+        gpu_files=gpu_file or (),
+        chart=chart,
+        revision=revision,
+        token=token,
+    )
+    if json:
+        from kvplan import schema
+        from kvplan.render import print_json
+
+        print_json(schema.dump(schema.pick_g_out(report)))
+    else:
+        from kvplan.render import render_pick_g
+
+        render_pick_g(report, units.value)
+    if check and not report.all_fit:
+        from kvplan.render import print_note
+
+        print_note("does not fit: no G fits at " + ("this context and batch" if report.single else "some cells"))
+        raise typer.Exit(int(ExitCode.REFUTED))
+
+
+@app.command()
+def fit(
+    model: ModelArg,
+    gpu: GpuOpt = None,
+    ctx: CtxOpt = None,
+    batch: BatchOpt = None,
+    kv_cache_dtype: KvDtypeOpt = "auto",
+    kv_heads: KvHeadsOpt = None,
+    engine: EngineOpt = "ideal",
+    tensor_parallel_size: TpOpt = None,
+    num_gpus: NumGpusOpt = None,
+    gpu_memory_utilization: UtilizationOpt = 0.90,
+    reserve: ReserveOpt = None,
+    dtype: WeightsDtypeOpt = "auto",
+    gpu_file: GpuFileOpt = None,
+    check: CheckOpt = False,
+    json: JsonOpt = False,
+    units: UnitsOpt = Units.iec,
+    revision: RevisionOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """What fits on --gpu: the longest context at --batch (default 1), the most sequences at --ctx, and the
+    fewest GPUs (tensor-parallel size) for --ctx x --batch, each with the budget arithmetic."""
+    from kvplan import solver
+
+    report = solver.fit(
+        model,
+        gpu=gpu,
+        ctx=_counts(ctx, "--ctx"),
+        batch=_counts(batch, "--batch") or 1,
+        kv_cache_dtype=kv_cache_dtype,
+        kv_heads=kv_heads,
+        engine=engine,
+        tensor_parallel_size=tensor_parallel_size,
+        num_gpus=num_gpus,
+        utilization=gpu_memory_utilization,
+        reserve_bytes=_reserve(reserve),
+        weights_dtype=dtype,
+        gpu_files=gpu_file or (),
+        revision=revision,
+        token=token,
+    )
+    if json:
+        from kvplan import schema
+        from kvplan.render import print_json
+
+        print_json(schema.dump(schema.fit_out(report)))
+    else:
+        from kvplan.render import render_fit
+
+        render_fit(report, units.value)
+    if check and not report.fits:
+        from kvplan.render import print_note
+
+        print_note(f"does not fit on {report.gpu.title} (tp {report.tp})")
+        raise typer.Exit(int(ExitCode.REFUTED))
 
 
 def main() -> None:

@@ -16,11 +16,13 @@ from rich.table import Table
 from rich.text import Text
 
 from kvplan.formula import Explanation
+from kvplan.layout import CacheLayout
 from kvplan.plan import CatalogRow, SizeReport
 from kvplan.units import exact_and_human, human_bytes
 
 if TYPE_CHECKING:
-    from kvplan.gpus import GpuRow
+    from kvplan.gpus import Budget, GpuRow, GpuSelection
+    from kvplan.solver import Chart, FitReport, Lever, PickGCell, PickGReport, Way
 
 
 class FactorLike(Protocol):
@@ -253,3 +255,356 @@ def render_gpus(rows: Sequence[GpuRow], units: str = "iec", console: Console | N
         console,
         right=("usable", "TB/s"),
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# pick-g and fit
+
+
+def _count_text(n: int | None, unbounded: str = "unbounded") -> str:
+    return unbounded if n is None else f"{n:,}"
+
+
+def _ctx_label(ctx: int) -> str:
+    """``64K`` for 65,536, ``32k`` for 32,000, else the number: chart axis labels."""
+    for size, suffix in ((2**20, "M"), (2**10, "K"), (10**6, "m"), (10**3, "k")):
+        if ctx >= size and ctx % size == 0:
+            return f"{ctx // size}{suffix}"
+    return f"{ctx:,}"
+
+
+def _gpu_line(gpu: GpuSelection, tp: int, engine: str, kv_label: str, weights: str) -> str:
+    return f"{gpu.title} · tp {tp} · engine {engine} · KV dtype {kv_label} · weights {weights}"
+
+
+def _budget_block(console: Console, title: str, b: Budget, units: str) -> None:
+    from kvplan.gpus import budget_lines
+
+    console.print(Text(title, style="bold"))
+    first, *rest = budget_lines(b, units)
+    console.print(Text(f"  {first}"))
+    for line in rest:
+        console.print(Text(f"    {line}", style="dim"))
+
+
+def _notes(console: Console, notes: Iterable[str]) -> None:
+    for note in notes:
+        console.print(Text(f"note: {note}", style="yellow"))
+
+
+def _layout_line(layout: CacheLayout, own_note: str = "") -> str:
+    kinds = ", ".join(k.value.replace("_", " ") for k in layout.kinds)
+    heads = f"{layout.query_heads} query heads"
+    if layout.kv_heads is not None and layout.attention_layers:
+        heads += f" · {layout.kv_heads} KV heads{own_note}"
+    dim = f" · head_dim {layout.head_dim}" if layout.head_dim else ""
+    return f"{layout.family} · {layout.num_layers} layers · {heads}{dim} · {kinds}"
+
+
+def render_pick_g(report: PickGReport, units: str = "iec", console: Console | None = None) -> None:
+    console = console or stdout_console()
+    if report.scenario is not None:
+        sc = report.scenario
+        console.print(Text(f"Reference scenario ({sc.location}; pass --model to plan another model):", style="bold"))
+        console.print(Text(f"  {sc.description}"))
+        if report.scenario_changes:
+            console.print(Text(f"  asked here with {'; '.join(report.scenario_changes)}", style="yellow"))
+    console.print(
+        Text(report.source.requested, style="bold cyan"), Text(f"  ({report.source.describe()})", style="dim")
+    )
+    console.print(_layout_line(report.layout, " (the model's own G)"))
+    console.print(_gpu_line(report.gpu, report.tp, report.engine, report.kv_types.label, report.weights_dtype))
+    ctxs = ", ".join(f"{c:,}" for c in report.ctxs)
+    batches = ", ".join(f"{b:,}" for b in report.batches)
+    console.print(f"ctx {ctxs} tokens ({report.ctx_source}) · batch {batches}")
+    console.print()
+    focus = report.focus
+    why = "the recommended G" if report.single and report.single.recommended_g is not None else "the smallest G"
+    _budget_block(
+        console, f"Budget per GPU at G = {focus.g}, {why} (weights shrink with G: see each row)", focus.budget, units
+    )
+    console.print()
+    cell = report.single
+    if cell is not None:
+        render_g_table(console, report, cell, units)
+        console.print()
+        render_recommendation(console, report, cell, units)
+        for way in report.ways:
+            render_way(console, report, way, units)
+    else:
+        render_g_matrix(console, report)
+    for g, reason in report.skipped:
+        console.print(Text(f"G = {g} left out: {reason}", style="dim"))
+    for chart in report.charts:
+        console.print()
+        render_chart(console, report, chart, units)
+    if report.ways or report.charts or report.skipped:
+        console.print()
+    _notes(console, report.notes)
+
+
+def render_g_table(console: Console, report: PickGReport, cell: PickGCell, units: str) -> None:
+    title = f"Every G at ctx {cell.ctx:,} x batch {cell.batch:,}, per GPU"
+    table = Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
+    columns = (
+        "G",
+        "attention",
+        "H/G",
+        "KV",
+        "weights",
+        "total",
+        "fits",
+        "headroom",
+        f"max batch @ {cell.ctx:,}",
+        f"max ctx @ {cell.batch:,}",
+        "quality",
+    )
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("attention", "fits", "quality") else "right")
+    for choice, option in zip(report.choices, cell.options, strict=True):
+        name = choice.attention + (" (this model)" if choice.is_model else "")
+        if choice.copies_heads:
+            name += f" (copied {report.tp // choice.g}x)"
+        mark = "<- recommended" if option.g == cell.recommended_g else ""
+        table.add_row(
+            str(option.g),
+            name,
+            f"{choice.compression}x",
+            human_bytes(option.kv_bytes, units),
+            human_bytes(option.weights_bytes, units),
+            human_bytes(option.total_bytes, units),
+            "yes" if option.fits else "no",
+            human_bytes(option.headroom_bytes, units),
+            _count_text(option.max_batch),
+            _count_text(option.max_ctx),
+            f"{choice.quality} {mark}".rstrip(),
+        )
+    console.print(table)
+
+
+def render_recommendation(console: Console, report: PickGReport, cell: PickGCell, units: str) -> None:
+    if cell.recommended_g is None:
+        smallest = cell.options[-1]
+        console.print(
+            Text(
+                f"No G fits: even G = {smallest.g} needs {exact_and_human(smallest.kv_bytes, units)} of KV per GPU "
+                f"and the budget is {exact_and_human(smallest.kv_budget_bytes, units)} "
+                f"({exact_and_human(-smallest.headroom_bytes, units)} missing).",
+                style="bold red",
+            )
+        )
+        return
+    choice = report.choice(cell.recommended_g)
+    option = cell.option(cell.recommended_g)
+    console.print(
+        Text(f"Recommended: G = {choice.g}", style="bold green"),
+        Text(
+            f"({choice.attention}, {choice.compression}x smaller cache than MHA), the largest G that fits: KV "
+            f"{exact_and_human(option.kv_bytes, units)} of {exact_and_human(option.kv_budget_bytes, units)} "
+            f"per GPU, {human_bytes(option.headroom_bytes, units)} to spare. Quality: {choice.quality}."
+        ),
+    )
+
+
+_LEVER_NAMES = {
+    "fp8": "fp8 KV",
+    "tp": "more GPUs",
+    "fp8+tp": "fp8 KV and more GPUs",
+    "batch": "a smaller batch",
+    "ctx": "a shorter context",
+}
+
+
+def lever_text(lever: Lever, ctx: int, batch: int, units: str = "iec") -> str:
+    """One way to make a G fit, in words with its number."""
+    used = f"{human_bytes(lever.kv_bytes, units)} of {human_bytes(lever.kv_budget_bytes, units)} KV per GPU"
+    if lever.value is None:
+        if lever.kind == "batch":
+            text = f"not even one sequence of {ctx:,} tokens fits"
+        elif lever.kind == "ctx":
+            text = f"not even one token at batch {batch:,} fits"
+        else:
+            text = lever.note or "not possible"
+        return f"{_LEVER_NAMES[lever.kind]}: {text}"
+    if lever.kind == "fp8":
+        short = lever.kv_bytes - lever.kv_budget_bytes
+        verdict = "fits" if lever.fits else f"not enough alone, {human_bytes(short, units)} over"
+        text = f"--kv-cache-dtype fp8: {used}, {verdict}"
+    elif lever.kind in ("tp", "fp8+tp"):
+        flag = "--kv-cache-dtype fp8 " if lever.kind == "fp8+tp" else ""
+        text = f"{flag}--tensor-parallel-size {lever.value} ({lever.value} GPUs): {used}"
+    elif lever.kind == "batch":
+        text = f"--batch {lever.value:,} at ctx {ctx:,}: {used}"
+    else:
+        text = f"--ctx {lever.value:,} at batch {batch:,}: {used}"
+    note = f"; {lever.note}" if lever.note and lever.value is not None else ""
+    return f"{_LEVER_NAMES[lever.kind]}: {text}{note}"
+
+
+def render_way(console: Console, report: PickGReport, way: Way, units: str) -> None:
+    cell = report.single
+    assert cell is not None
+    missing = human_bytes(-way.option.headroom_bytes, units)
+    console.print(
+        Text(f"To reach G = {way.g}", style="bold"),
+        Text(f"({way.reason}; {missing} of KV per GPU over), each way alone:"),
+    )
+    for lever in way.levers:
+        console.print(Text(f"  - {lever_text(lever, cell.ctx, cell.batch, units)}"))
+
+
+def render_g_matrix(console: Console, report: PickGReport) -> None:
+    title = "Recommended G (the largest that fits) per context and batch; - = no G fits"
+    table = Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
+    table.add_column("ctx \\ batch", justify="right")
+    for b in report.batches:
+        table.add_column(f"{b:,}", justify="right")
+    by_cell = {(c.ctx, c.batch): c.recommended_g for c in report.cells}
+    for ctx in report.ctxs:
+        table.add_row(f"{ctx:,}", *("-" if by_cell[ctx, b] is None else str(by_cell[ctx, b]) for b in report.batches))
+    console.print(table)
+    console.print(Text("one context and one batch show every G with its numbers; --json has every cell", style="dim"))
+
+
+_MARKERS = "ABCDEFHJKLMNPQRSTUVWXYZabcdefhjkmnpqrstuvwxyz"
+
+
+def chart_lines(report: PickGReport, chart: Chart, units: str = "iec", height: int = 16) -> list[str]:
+    """Memory per GPU (weights + reserve + KV) against context, one letter per G, the usable line as dashes.
+
+    The x axis is logarithmic (one column per context of the chart); values above the top are left out.
+    """
+    width = len(chart.ctxs)
+    top = chart.limit_bytes * 3 // 2
+    grid = [[" "] * width for _ in range(height)]
+
+    def row(value: int) -> int:  # 0 = top row; a value v sits in the row whose band holds it
+        level = -(-value * height // top) - 1 if value > 0 else 0
+        return height - 1 - level
+
+    limit_row = row(chart.limit_bytes)
+    grid[limit_row] = ["-"] * width
+    for k, series in enumerate(chart.series):
+        for x, total in enumerate(series.totals):
+            if total <= top:
+                grid[row(total)][x] = _MARKERS[k % len(_MARKERS)]
+    labels = {0: human_bytes(top, units), limit_row: human_bytes(chart.limit_bytes, units), height - 1: "0"}
+    pad = max(len(v) for v in labels.values())
+    lines = [f"{labels.get(r, ''):>{pad}} |{''.join(cells)}" for r, cells in enumerate(grid)]
+    axis = [" "] * width
+    ticks = [" "] * (width + 12)
+    for ctx in (chart.ctxs[0], *chart.marks, chart.ctxs[-1]):
+        x = chart.ctxs.index(ctx)
+        axis[x] = "^" if ctx in chart.marks else "+"
+        label = _ctx_label(ctx)
+        start = min(x, len(ticks) - len(label))
+        if all(c == " " for c in ticks[max(0, start - 1) : start + len(label) + 1]):
+            ticks[start : start + len(label)] = list(label)
+    lines.append(f"{'':>{pad}} +{''.join(axis)}")
+    lines.append(f"{'':>{pad}}  {''.join(ticks).rstrip()}")
+    return lines
+
+
+def render_chart(console: Console, report: PickGReport, chart: Chart, units: str) -> None:
+    title = (
+        f"Memory per GPU against context (log scale), batch {chart.batch:,}: weights + "
+        f"{human_bytes(chart.reserve_bytes, units)} reserve + KV; ---- = {human_bytes(chart.limit_bytes, units)}, "
+        "usable x utilization; ^ = asked"
+    )
+    console.print(Text(title, style="bold"))
+    for line in chart_lines(report, chart, units):
+        console.print(Text(line))
+    for k, series in enumerate(chart.series):
+        choice = report.choice(series.g)
+        if series.max_ctx is None:
+            reach = "fits at any context"
+        elif series.max_ctx == 0:
+            reach = "does not fit at any context"
+        else:
+            reach = f"fits up to {series.max_ctx:,} tokens"
+        console.print(Text(f"  {_MARKERS[k % len(_MARKERS)]}  G = {series.g} ({choice.attention}): {reach}"))
+
+
+def render_fit(report: FitReport, units: str = "iec", console: Console | None = None) -> None:
+    console = console or stdout_console()
+    console.print(
+        Text(report.source.requested, style="bold cyan"), Text(f"  ({report.source.describe()})", style="dim")
+    )
+    what_if = ""
+    if report.own_g is not None and report.layout.kv_heads != report.own_g:
+        what_if = f" (what-if; the model has {report.own_g})"
+    console.print(_layout_line(report.layout, what_if))
+    console.print(_gpu_line(report.gpu, report.tp, report.engine, report.kv_types.label, report.weights.dtype))
+    console.print()
+    _budget_block(console, "Budget per GPU", report.budget, units)
+    console.print()
+    where = f"{report.tp} GPUs" if report.tp > 1 else "1 GPU"
+    for check in report.checks:
+        verdict = (
+            f"fits, {human_bytes(check.headroom_bytes, units)} to spare"
+            if check.fits
+            else f"does not fit, {human_bytes(-check.headroom_bytes, units)} over"
+        )
+        _answer(
+            console,
+            f"ctx {check.ctx:,} x batch {check.batch:,} on {where}: ",
+            f"KV {exact_and_human(check.kv_bytes, units)} per GPU, budget {human_bytes(check.kv_budget_bytes, units)}: "
+            f"{verdict}",
+        )
+    console.print()
+    for a in report.max_ctx:
+        if a.ctx is None:
+            body = (
+                f"unbounded: the cache stops growing at {exact_and_human(a.kv_bytes, units)} per GPU "
+                "(state or windowed layers only), within the budget"
+            )
+        elif a.ctx == 0:
+            body = _nothing_fits(report, f"even 1 token at batch {a.batch:,}", a.missing_bytes, units)
+        else:
+            body = f"{a.ctx:,} tokens (KV {human_bytes(a.kv_bytes, units)} per GPU)"
+        _answer(console, f"Longest context at batch {a.batch:,}: ", body)
+    for m in report.max_batch:
+        if m.batch is None:
+            body = "unbounded: a sequence costs no cache"
+        elif m.batch == 0:
+            body = _nothing_fits(report, f"even 1 sequence of {m.ctx:,} tokens", m.missing_bytes, units)
+        else:
+            body = f"{m.batch:,} (KV {human_bytes(m.kv_bytes, units)} per GPU)"
+        _answer(console, f"Most sequences at ctx {m.ctx:,}: ", body)
+    for g in report.min_gpus:
+        head = f"Fewest GPUs for ctx {g.ctx:,} x batch {g.batch:,}: "
+        if g.tp is None or g.budget is None:
+            tried = ", ".join(map(str, g.tried)) or "none"
+            _answer(console, head, f"none of the tensor-parallel sizes the model allows fits (tried {tried})")
+            continue
+        from kvplan.gpus import budget_lines
+
+        _answer(
+            console,
+            head,
+            f"{g.budget.gpu.title}, --tensor-parallel-size {g.tp}: KV {human_bytes(g.kv_bytes, units)} per GPU, "
+            f"budget {human_bytes(g.budget.kv_bytes_per_gpu, units)}; there the longest context at batch "
+            f"{g.batch:,} is {'unbounded' if g.max_ctx is None else f'{g.max_ctx:,} tokens'} and the most sequences "
+            f"at ctx {g.ctx:,} is "
+            f"{_count_text(g.max_batch)}",
+        )
+        console.print(Text(f"    {budget_lines(g.budget, units)[0]}", style="dim"))
+    if report.notes:
+        console.print()
+    _notes(console, report.notes)
+
+
+def _answer(console: Console, head: str, body: str) -> None:
+    console.print(Text.assemble((head, "bold"), body))
+
+
+def _nothing_fits(report: FitReport, what: str, missing: int, units: str) -> str:
+    text = f"does not fit: {what} needs {exact_and_human(missing, units)} more per GPU"
+    if not report.budget.fits:
+        text += f" (weights and reserve alone exceed the memory by {human_bytes(report.budget.shortfall_bytes, units)})"
+    return text
+
+
+def print_note(message: str) -> None:
+    """A one-line verdict on stderr (``--check`` failures)."""
+    stderr_console().print(Text(f"kvplan: {message}", style="bold red"))

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from kvplan.formula import CacheEstimate, Explanation, SpectrumPoint
-from kvplan.gpus import GpuRow
+from kvplan.gpus import Budget, GpuRow, GpuSelection
 from kvplan.plan import CatalogRow, SizeReport
 from kvplan.resolve import ModelSource
+from kvplan.solver import FitReport, GChoice, GOption, PickGCell, PickGReport
 
 
 class Out(BaseModel):
@@ -325,4 +326,392 @@ def gpus_out(rows: list[GpuRow]) -> GpusOut:
     return GpusOut(
         schema_="kvplan.gpus/1",
         gpus=[GpuRowOut(**{**r.__dict__, "aliases": list(r.aliases)}) for r in rows],
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# pick-g and fit (bytes are per GPU unless a name says otherwise)
+
+
+class GpuOut(Out):
+    id: str | None
+    name: str
+    #: Bytes per GPU the plan starts from.
+    usable_bytes: int
+    #: GPUs of the tensor-parallel group.
+    count: int
+    source: str
+
+
+class BudgetOut(Out):
+    """Per GPU: requested = ceil(usable x utilization); kv = requested - weights - reserve (may be negative)."""
+
+    usable_bytes: int
+    utilization: float
+    requested_bytes: int
+    weights_bytes: int
+    reserve_bytes: int
+    kv_bytes: int
+    fits: bool
+    lines: list[str]
+
+
+class GOptionOut(Out):
+    g: int
+    attention: str
+    compression: int
+    quality: str
+    is_model: bool
+    copies_heads: bool
+    kv_bytes: int
+    weights_bytes: int
+    total_bytes: int
+    kv_budget_bytes: int
+    fits: bool
+    headroom_bytes: int
+    #: null: unbounded; 0: not even one sequence / token fits.
+    max_batch: int | None
+    max_ctx: int | None
+
+
+class CellOut(Out):
+    ctx: int
+    batch: int
+    recommended_g: int | None
+    options: list[GOptionOut]
+
+
+class LeverOut(Out):
+    kind: str
+    value: int | None
+    fits: bool
+    kv_bytes: int
+    kv_budget_bytes: int
+    note: str
+
+
+class WayOut(Out):
+    g: int
+    reason: str
+    kv_bytes: int
+    kv_budget_bytes: int
+    levers: list[LeverOut]
+
+
+class SkippedOut(Out):
+    g: int
+    reason: str
+
+
+class ScenarioOut(Out):
+    name: str
+    description: str
+    location: str
+    #: What the command changed of the scenario (GPU, ctx, batch), in words.
+    changes: list[str]
+
+
+class ChartSeriesOut(Out):
+    g: int
+    total_bytes: list[int]
+    max_ctx: int | None
+
+
+class ChartOut(Out):
+    batch: int
+    ctx: list[int]
+    limit_bytes: int
+    reserve_bytes: int
+    series: list[ChartSeriesOut]
+
+
+class PickGOut(Out):
+    schema_: str = Field(serialization_alias="schema")
+    model: str
+    source: SourceOut
+    scenario: ScenarioOut | None
+    gpu: GpuOut
+    engine: str
+    tensor_parallel_size: int
+    kv_cache_dtype: str
+    kv_cache_dtype_requested: str
+    weights_dtype: str
+    query_heads: int
+    model_kv_heads: int | None
+    ctx_source: str
+    #: The single (ctx, batch) asked for; null (and options empty) for a sweep: see cells.
+    ctx: int | None
+    batch: int | None
+    recommended_g: int | None
+    options: list[GOptionOut]
+    #: The budget of the recommended G (else the smallest); each option has its own weights and KV budget.
+    budget: BudgetOut
+    ctxs: list[int]
+    batches: list[int]
+    cells: list[CellOut]
+    skipped: list[SkippedOut]
+    ways: list[WayOut]
+    charts: list[ChartOut]
+    notes: list[str]
+
+
+def gpu_out(gpu: GpuSelection) -> GpuOut:
+    return GpuOut(
+        id=None if gpu.entry is None else gpu.entry.id,
+        name=gpu.label,
+        usable_bytes=gpu.usable_bytes,
+        count=gpu.count,
+        source=gpu.source,
+    )
+
+
+def budget_out(b: Budget) -> BudgetOut:
+    from kvplan.gpus import budget_lines
+
+    return BudgetOut(
+        usable_bytes=b.usable_bytes,
+        utilization=b.utilization,
+        requested_bytes=b.requested_bytes,
+        weights_bytes=b.weights_bytes,
+        reserve_bytes=b.reserve_bytes,
+        kv_bytes=b.kv_bytes_per_gpu,
+        fits=b.fits,
+        lines=budget_lines(b),
+    )
+
+
+def _option_out(choice: GChoice, o: GOption) -> GOptionOut:
+    return GOptionOut(
+        g=o.g,
+        attention=choice.attention,
+        compression=choice.compression,
+        quality=choice.quality,
+        is_model=choice.is_model,
+        copies_heads=choice.copies_heads,
+        kv_bytes=o.kv_bytes,
+        weights_bytes=o.weights_bytes,
+        total_bytes=o.total_bytes,
+        kv_budget_bytes=o.kv_budget_bytes,
+        fits=o.fits,
+        headroom_bytes=o.headroom_bytes,
+        max_batch=o.max_batch,
+        max_ctx=o.max_ctx,
+    )
+
+
+def _cell_out(report: PickGReport, cell: PickGCell) -> CellOut:
+    return CellOut(
+        ctx=cell.ctx,
+        batch=cell.batch,
+        recommended_g=cell.recommended_g,
+        options=[_option_out(c, o) for c, o in zip(report.choices, cell.options, strict=True)],
+    )
+
+
+def pick_g_out(report: PickGReport) -> PickGOut:
+    types = report.kv_types
+    single = report.single
+    cells = [_cell_out(report, c) for c in report.cells]
+    scenario = report.scenario
+    return PickGOut(
+        schema_="kvplan.pick-g/1",
+        model=report.source.requested,
+        source=source_out(report.source),
+        scenario=None
+        if scenario is None
+        else ScenarioOut(
+            name=scenario.name,
+            description=scenario.description,
+            location=scenario.location,
+            changes=list(report.scenario_changes),
+        ),
+        gpu=gpu_out(report.gpu),
+        engine=report.engine,
+        tensor_parallel_size=report.tp,
+        kv_cache_dtype=types.k.name if types.k == types.v else f"{types.k.name}/{types.v.name}",
+        kv_cache_dtype_requested=types.requested,
+        weights_dtype=report.weights_dtype,
+        query_heads=report.query_heads,
+        model_kv_heads=report.own_g,
+        ctx_source=report.ctx_source,
+        ctx=None if single is None else single.ctx,
+        batch=None if single is None else single.batch,
+        recommended_g=None if single is None else single.recommended_g,
+        options=[] if single is None else cells[0].options,
+        budget=budget_out(report.focus.budget),
+        ctxs=list(report.ctxs),
+        batches=list(report.batches),
+        cells=cells,
+        skipped=[SkippedOut(g=g, reason=reason) for g, reason in report.skipped],
+        ways=[
+            WayOut(
+                g=w.g,
+                reason=w.reason,
+                kv_bytes=w.option.kv_bytes,
+                kv_budget_bytes=w.option.kv_budget_bytes,
+                levers=[
+                    LeverOut(
+                        kind=lv.kind,
+                        value=lv.value,
+                        fits=lv.fits,
+                        kv_bytes=lv.kv_bytes,
+                        kv_budget_bytes=lv.kv_budget_bytes,
+                        note=lv.note,
+                    )
+                    for lv in w.levers
+                ],
+            )
+            for w in report.ways
+        ],
+        charts=[
+            ChartOut(
+                batch=ch.batch,
+                ctx=list(ch.ctxs),
+                limit_bytes=ch.limit_bytes,
+                reserve_bytes=ch.reserve_bytes,
+                series=[ChartSeriesOut(g=s.g, total_bytes=list(s.totals), max_ctx=s.max_ctx) for s in ch.series],
+            )
+            for ch in report.charts
+        ],
+        notes=list(report.notes),
+    )
+
+
+class MaxCtxOut(Out):
+    batch: int
+    #: null: unbounded (the cache stops growing); 0: not even one token fits.
+    ctx: int | None
+    unbounded: bool
+    kv_bytes: int
+    kv_budget_bytes: int
+    missing_bytes: int
+
+
+class MaxBatchOut(Out):
+    ctx: int
+    #: null: unbounded (a sequence costs nothing); 0: not even one sequence fits.
+    batch: int | None
+    kv_bytes: int
+    kv_budget_bytes: int
+    missing_bytes: int
+
+
+class MinGpusOut(Out):
+    ctx: int
+    batch: int
+    #: The fewest tensor-parallel GPUs that fit; null when no allowed tp does.
+    tensor_parallel_size: int | None
+    tried: list[int]
+    kv_bytes: int
+    budget: BudgetOut | None
+    max_ctx: int | None
+    max_batch: int | None
+
+
+class FitCheckOut(Out):
+    ctx: int
+    batch: int
+    kv_bytes: int
+    kv_budget_bytes: int
+    fits: bool
+    headroom_bytes: int
+
+
+class FitOut(Out):
+    schema_: str = Field(serialization_alias="schema")
+    model: str
+    source: SourceOut
+    family: str
+    query_heads: int
+    kv_heads: int | None
+    model_kv_heads: int | None
+    gpu: GpuOut
+    engine: str
+    tensor_parallel_size: int
+    kv_cache_dtype: str
+    kv_cache_dtype_requested: str
+    weights_dtype: str
+    weights_bytes: int
+    weights_exact: bool
+    budget: BudgetOut
+    ctx_source: str
+    ctxs: list[int]
+    batches: list[int]
+    fits: bool
+    checks: list[FitCheckOut]
+    max_ctx: list[MaxCtxOut]
+    max_batch: list[MaxBatchOut]
+    min_gpus: list[MinGpusOut]
+    notes: list[str]
+
+
+def fit_out(report: FitReport) -> FitOut:
+    types = report.kv_types
+    return FitOut(
+        schema_="kvplan.fit/1",
+        model=report.source.requested,
+        source=source_out(report.source),
+        family=report.layout.family,
+        query_heads=report.layout.query_heads,
+        kv_heads=report.layout.kv_heads,
+        model_kv_heads=report.own_g,
+        gpu=gpu_out(report.gpu),
+        engine=report.engine,
+        tensor_parallel_size=report.tp,
+        kv_cache_dtype=types.k.name if types.k == types.v else f"{types.k.name}/{types.v.name}",
+        kv_cache_dtype_requested=types.requested,
+        weights_dtype=report.weights.dtype,
+        weights_bytes=report.weights.bytes_total,
+        weights_exact=report.weights.exact,
+        budget=budget_out(report.budget),
+        ctx_source=report.ctx_source,
+        ctxs=list(report.ctxs),
+        batches=list(report.batches),
+        fits=report.fits,
+        checks=[
+            FitCheckOut(
+                ctx=c.ctx,
+                batch=c.batch,
+                kv_bytes=c.kv_bytes,
+                kv_budget_bytes=c.kv_budget_bytes,
+                fits=c.fits,
+                headroom_bytes=c.headroom_bytes,
+            )
+            for c in report.checks
+        ],
+        max_ctx=[
+            MaxCtxOut(
+                batch=a.batch,
+                ctx=a.ctx,
+                unbounded=a.ctx is None,
+                kv_bytes=a.kv_bytes,
+                kv_budget_bytes=a.kv_budget_bytes,
+                missing_bytes=a.missing_bytes,
+            )
+            for a in report.max_ctx
+        ],
+        max_batch=[
+            MaxBatchOut(
+                ctx=a.ctx,
+                batch=a.batch,
+                kv_bytes=a.kv_bytes,
+                kv_budget_bytes=a.kv_budget_bytes,
+                missing_bytes=a.missing_bytes,
+            )
+            for a in report.max_batch
+        ],
+        min_gpus=[
+            MinGpusOut(
+                ctx=g.ctx,
+                batch=g.batch,
+                tensor_parallel_size=g.tp,
+                tried=list(g.tried),
+                kv_bytes=g.kv_bytes,
+                budget=None if g.budget is None else budget_out(g.budget),
+                max_ctx=g.max_ctx,
+                max_batch=g.max_batch,
+            )
+            for g in report.min_gpus
+        ],
+        notes=list(report.notes),
     )

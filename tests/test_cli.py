@@ -191,3 +191,170 @@ def test_gpus_broken_user_file_names_the_field(tmp_path: Path) -> None:
     assert out == ""
     assert "usable_bytes" in err
     assert "Traceback" not in err
+
+
+# ---- pick-g and fit
+
+
+def test_pick_g_reference_scenario_table() -> None:
+    code, out, err = run("pick-g", "--gpu", "a100-80g", "--ctx", "65536", "--batch", "32")
+    assert code == ExitCode.OK, err
+    assert err == ""
+    assert "Reference scenario" in out
+    assert "Llama-2-13B-shaped" in out
+    assert "Recommended: G = 1" in out
+    assert "42,949,672,960 B (40 GiB)" in out  # 2 x 40 layers x 1 x 128 x 65,536 x 32 x 2 B
+    assert "usable x 0.90" in out  # the budget arithmetic
+    assert "- 2 GiB reserve =" in out
+    assert "To reach G = 40" in out
+    assert "--tensor-parallel-size 5" in out  # the quality-safe G = 5 on five GPUs
+
+
+def test_pick_g_json_schema() -> None:
+    code, out, err = run("pick-g", "--json")
+    assert code == ExitCode.OK
+    assert err == ""
+    data = json.loads(out)
+    assert data["schema"] == "kvplan.pick-g/1"
+    assert data["scenario"]["name"] == "reference"
+    assert (data["ctx"], data["batch"], data["recommended_g"]) == (65536, 32, 1)
+    assert [o["g"] for o in data["options"]] == [40, 20, 10, 8, 5, 4, 2, 1]
+    by_g = {o["g"]: o for o in data["options"]}
+    assert by_g[1]["kv_bytes"] == 2 * 40 * 1 * 128 * 65536 * 32 * 2
+    assert by_g[1]["fits"] is True
+    assert by_g[2]["fits"] is False
+    for option in data["options"]:
+        assert option["total_bytes"] == option["kv_bytes"] + option["weights_bytes"]
+        for key in ("kv_bytes", "weights_bytes", "total_bytes"):
+            assert isinstance(option[key], int)
+    budget = data["budget"]
+    assert budget["kv_bytes"] == budget["requested_bytes"] - budget["weights_bytes"] - budget["reserve_bytes"]
+    assert budget["requested_bytes"] == -(-81038 * 2**20 * 9 // 10)
+
+
+def test_pick_g_fp8_recommends_g2() -> None:
+    code, out, _ = run("pick-g", "--gpu", "a100-80g", "--ctx", "65536", "--batch", "32", "--kv-cache-dtype", "fp8")
+    assert code == ExitCode.OK
+    assert "Recommended: G = 2" in out
+    code, out, _ = run("pick-g", "--kv-cache-dtype", "fp8", "--json")
+    assert json.loads(out)["recommended_g"] == 2
+
+
+def test_pick_g_sweep_matrix_and_json() -> None:
+    code, out, _ = run("pick-g", "--ctx", "4K,32K,128K", "--batch", "1,8,32")
+    assert code == ExitCode.OK
+    assert "Recommended G (the largest that fits) per context and batch" in out
+    assert "131,072" in out
+    code, out, _ = run("pick-g", "--ctx", "4K,32K,128K", "--batch", "1,8,32", "--json")
+    data = json.loads(out)
+    assert data["recommended_g"] is None
+    assert data["options"] == []
+    assert len(data["cells"]) == 9
+    assert {(c["ctx"], c["batch"]) for c in data["cells"]} == {
+        (c, b) for c in (4096, 32768, 131072) for b in (1, 8, 32)
+    }
+
+
+def test_pick_g_chart() -> None:
+    code, out, _ = run("pick-g", "--chart")
+    assert code == ExitCode.OK
+    assert "Memory per GPU against context" in out
+    assert "G = 1 (MQA): fits up to 79,936 tokens" in out
+    assert "-----" in out  # the budget line
+
+
+def test_pick_g_check_exits_1_when_nothing_fits() -> None:
+    code, out, err = run("pick-g", "--ctx", "1M", "--batch", "64", "--check")
+    assert code == ExitCode.REFUTED
+    assert "No G fits" in out
+    assert "does not fit" in err
+    code, _, _ = run("pick-g", "--check")
+    assert code == ExitCode.OK
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["pick-g", "--gpu", "a100-90g"], "unknown GPU"),
+        (["pick-g", "--model", "meta-llama/Llama-2-7b-hf"], "--gpu"),
+        (["pick-g", "-tp", "3"], "--tensor-parallel-size"),
+        (["pick-g", "--gpu", "4xa100", "-tp", "2"], "--tensor-parallel-size"),
+        (["pick-g", "--ctx", "4k,lots"], "--ctx"),
+        (["pick-g", "--reserve", "2"], "--reserve"),
+        (["pick-g", "--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization"),
+        (["pick-g", "--model", "deepseek-ai/DeepSeek-V3", "--gpu", "h200"], "no per-head K/V"),
+        (["fit", "meta-llama/Llama-2-70b"], "--gpu"),
+        (["fit", "meta-llama/Llama-2-70b", "--gpu", "h100", "-tp", "3"], "--tensor-parallel-size"),
+        (["fit", "meta-llama/Llama-2-70b", "--gpu", "nope-gpu"], "unknown GPU"),
+    ],
+)
+def test_pick_g_and_fit_user_errors(args: list[str], fragment: str) -> None:
+    code, out, err = run(*args)
+    assert code == ExitCode.USAGE
+    assert out == ""
+    assert fragment in err
+    assert "Traceback" not in err
+
+
+def test_fit_answers_all_three_questions() -> None:
+    code, out, err = run("fit", "meta-llama/Llama-2-70b", "--gpu", "h100", "--ctx", "32768")
+    assert code == ExitCode.OK, err
+    assert err == ""
+    assert "Longest context at batch 1: does not fit" in out
+    assert "Most sequences at ctx 32,768: does not fit" in out
+    assert "Fewest GPUs for ctx 32,768 x batch 1: 2 x NVIDIA H100" in out
+    assert "--tensor-parallel-size 2" in out
+    assert "weights and reserve alone exceed" in out
+
+
+def test_fit_json_and_check() -> None:
+    code, out, _ = run("fit", "meta-llama/Llama-2-70b", "--gpu", "h100", "--ctx", "32768", "--json")
+    assert code == ExitCode.OK
+    data = json.loads(out)
+    assert data["schema"] == "kvplan.fit/1"
+    assert data["fits"] is False
+    assert data["max_ctx"][0]["ctx"] == 0
+    assert data["max_ctx"][0]["missing_bytes"] == 2 * 80 * 8 * 128 * 2 - data["budget"]["kv_bytes"]
+    assert data["max_batch"][0]["batch"] == 0
+    assert data["min_gpus"][0]["tensor_parallel_size"] == 2
+    code, out, err = run("fit", "meta-llama/Llama-2-70b", "--gpu", "h100", "--ctx", "32768", "--check")
+    assert code == ExitCode.REFUTED
+    assert "does not fit" in err
+    code, _, _ = run("fit", "meta-llama/Llama-2-70b", "--gpu", "h100", "--ctx", "32768", "-tp", "4", "--check")
+    assert code == ExitCode.OK
+
+
+def test_fit_unbounded_context_is_null_in_json() -> None:
+    code, out, _ = run("fit", str(FIXTURES / "mamba2"), "--gpu", "24GB", "--ctx", "4096", "--json")
+    assert code == ExitCode.OK
+    (answer,) = json.loads(out)["max_ctx"]
+    assert answer["ctx"] is None
+    assert answer["unbounded"] is True
+    code, out, _ = run("fit", str(FIXTURES / "mamba2"), "--gpu", "24GB", "--ctx", "4096")
+    assert "Longest context at batch 1: unbounded" in out
+
+
+def test_fit_lists() -> None:
+    code, out, _ = run(
+        "fit", "meta-llama/Llama-2-7b-hf", "--gpu", "h100", "--ctx", "4K,32K", "--batch", "1,8", "--json"
+    )
+    assert code == ExitCode.OK
+    data = json.loads(out)
+    assert [a["batch"] for a in data["max_ctx"]] == [1, 8]
+    assert [a["ctx"] for a in data["max_batch"]] == [4096, 32768]
+    assert len(data["min_gpus"]) == len(data["checks"]) == 4
+
+
+def test_pick_g_says_what_it_changed_of_the_scenario() -> None:
+    code, out, _ = run("pick-g", "--gpu", "h100", "--num-gpus", "4", "--ctx", "4K", "--json")
+    assert code == ExitCode.OK
+    data = json.loads(out)
+    assert data["tensor_parallel_size"] == 4
+    assert data["gpu"]["count"] == 4
+    assert data["scenario"]["changes"] == [
+        "4 x NVIDIA H100 80GB SXM5 (h100-sxm-80g) instead of NVIDIA A100 80GB SXM4 (a100-80g)",
+        "ctx 4,096 instead of 65,536",
+    ]
+    assert {s["g"] for s in data["skipped"]} == {10, 5}  # 4 neither divides 10 or 5 nor is divided by them
+    code, out, _ = run("pick-g", "--json")
+    assert json.loads(out)["scenario"]["changes"] == []

@@ -1,4 +1,5 @@
-"""`size` stays fast: it never imports torch, transformers or huggingface_hub's download machinery."""
+"""`size`, `pick-g` and `fit` stay fast: they never import torch, transformers or huggingface_hub's download
+machinery."""
 
 from __future__ import annotations
 
@@ -31,7 +32,18 @@ def loaded_modules(*args: str) -> set[str]:
     return set(json.loads(line.removeprefix("MODULES=")))
 
 
-@pytest.mark.parametrize("args", [("size", "meta-llama/Llama-2-70b"), ("size", "Qwen/Qwen3-8B", "--json"), ("models",)])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("size", "meta-llama/Llama-2-70b"),
+        ("size", "Qwen/Qwen3-8B", "--json"),
+        ("models",),
+        ("pick-g",),
+        ("pick-g", "--json", "--chart"),
+        ("fit", "meta-llama/Llama-2-70b", "--gpu", "h100", "--ctx", "32768"),
+        ("fit", "Qwen/Qwen3-8B", "--gpu", "a100-80g", "--json"),
+    ],
+)
 def test_no_heavy_imports(args: tuple[str, ...]) -> None:
     modules = loaded_modules(*args)
     for heavy in ("torch", "transformers", "huggingface_hub.file_download", "numpy"):
