@@ -935,6 +935,7 @@ class Capacity:
     #: The arithmetic, line by line.
     lines: tuple[str, ...]
     facts: dict[str, int] = field(default_factory=dict)
+    kv_dtype: str = ""
 
     @property
     def max_concurrent_requests(self) -> int:
@@ -967,7 +968,9 @@ def ideal_capacity(
             f"tokens = concurrency x {max_model_len:,} = {tokens:,}: not memory / bytes-per-token, because windowed "
             "layers stop growing at their window and state layers cost a fixed amount per sequence"
         )
-    return Capacity(engine.name, kv_memory, max_model_len, None, None, tokens, conc, tuple(lines))
+    return Capacity(
+        engine.name, kv_memory, max_model_len, None, None, tokens, conc, tuple(lines), kv_dtype=one.types.label
+    )
 
 
 def vllm_capacity(
@@ -1011,7 +1014,9 @@ def vllm_capacity(
         f"{num_blocks // n_groups * block:,})"
     )
     facts = {"num_groups": n_groups, "blocks_per_request": per_request, "in_flight_tokens": engine.in_flight(opts)}
-    return Capacity(engine.name, kv_memory, max_model_len, block, num_blocks, tokens, conc, tuple(lines), facts)
+    return Capacity(
+        engine.name, kv_memory, max_model_len, block, num_blocks, tokens, conc, tuple(lines), facts, types.label
+    )
 
 
 def sglang_capacity(
@@ -1074,6 +1079,7 @@ def sglang_capacity(
         conc,
         tuple(lines),
         {"max_running_requests": running},
+        one.types.label,
     )
 
 
@@ -1108,7 +1114,10 @@ def llamacpp_capacity(
         f"largest -c that fits: {cells:,} cells (a multiple of 256)",
         f"largest -np with -c {max_model_len:,} per sequence: {seqs:,} sequences",
     ]
-    return Capacity(engine.name, kv_memory, max_model_len, None, None, cells, Fraction(seqs), tuple(lines))
+    label = engine.cache_types(layout, kv_cache_dtype, None, None).label
+    return Capacity(
+        engine.name, kv_memory, max_model_len, None, None, cells, Fraction(seqs), tuple(lines), kv_dtype=label
+    )
 
 
 def trtllm_capacity(
@@ -1152,7 +1161,17 @@ def trtllm_capacity(
         )
     if any(layer.kind in (LayerKind.SLIDING, LayerKind.CHUNKED, LayerKind.STATE) for layer in stage):
         lines.append("note: the estimator charges every layer per token (windows and states ignored)")
-    return Capacity(engine.name, kv_memory, max_model_len, block, num_blocks, num_blocks * block, conc, tuple(lines))
+    return Capacity(
+        engine.name,
+        kv_memory,
+        max_model_len,
+        block,
+        num_blocks,
+        num_blocks * block,
+        conc,
+        tuple(lines),
+        kv_dtype=types.label,
+    )
 
 
 def capacity(

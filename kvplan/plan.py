@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kvplan.dtypes import AUTO
@@ -21,7 +23,7 @@ from kvplan.layout import CacheLayout
 from kvplan.resolve import ModelSource, resolve
 
 if TYPE_CHECKING:
-    from kvplan.engines import EngineEstimate, EngineOptions
+    from kvplan.engines import Capacity, EngineEstimate, EngineOptions
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
 _MULTIPLIERS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": 2**20, "G": 2**30}
@@ -207,3 +209,86 @@ def list_models() -> list[CatalogRow]:
             )
         )
     return rows
+
+
+@dataclass(frozen=True)
+class CapacityReport:
+    """Everything ``kvplan capacity`` shows: where the KV memory figure came from, and what the engine makes of it."""
+
+    source: ModelSource
+    layout: CacheLayout
+    capacity: Capacity
+    #: How the KV memory per GPU was obtained (--kv-memory, or the GPU budget arithmetic).
+    memory_lines: tuple[str, ...]
+    gpu_title: str | None
+    tensor_parallel_size: int
+    own_kv_heads: int | None
+
+
+def capacity(
+    model: str,
+    *,
+    kv_memory: int | None = None,
+    gpu: str | None = None,
+    max_model_len: int | None = None,
+    engine: str = "vllm",
+    kv_cache_dtype: str = AUTO,
+    kv_heads: int | None = None,
+    options: EngineOptions | None = None,
+    num_gpus: int | None = None,
+    utilization: float = 0.90,
+    reserve_bytes: int | None = None,
+    weights_dtype: str = AUTO,
+    gpu_files: Sequence[Path] = (),
+    revision: str | None = None,
+    token: str | None = None,
+) -> CapacityReport:
+    """Blocks, tokens and concurrency ``engine`` gets from ``kv_memory`` per GPU, or from a GPU's budget."""
+    from dataclasses import replace as dc_replace
+    from fractions import Fraction
+
+    from kvplan.config_reader import read_config
+    from kvplan.engines import EngineOptions, kv_budget
+    from kvplan.engines import capacity as engine_capacity
+
+    if (kv_memory is None) == (gpu is None):
+        raise OptionError("--kv-memory", "give either --kv-memory (e.g. 8GiB) or --gpu (e.g. h100), not both")
+    source = resolve(model, revision=revision, token=token)
+    layout = read_config(source.raw, source.model_id, source.describe())
+    own = layout.kv_heads if layout.attention_layers else None
+    if kv_heads is not None:
+        layout = with_kv_heads(layout, kv_heads)
+    length, length_source = default_context(layout, max_model_len)
+    opts = options or EngineOptions()
+    gpu_title = None
+    if kv_memory is not None:
+        memory = check_positive("--kv-memory", kv_memory)
+        lines = [f"KV memory per GPU: {memory:,} B (--kv-memory)"]
+    else:
+        from kvplan.gpus import DEFAULT_RESERVE, check_utilization
+        from kvplan.solver import select_gpu, tensor_parallel
+        from kvplan.weights import weight_bytes
+
+        assert gpu is not None
+        selection, tp = tensor_parallel(
+            select_gpu(gpu, num_gpus=num_gpus, gpu_files=gpu_files),
+            None if opts.tensor_parallel_size == 1 else opts.tensor_parallel_size,
+        )
+        opts = dc_replace(opts, tensor_parallel_size=tp)
+        weights = weight_bytes(layout, dtype=None if weights_dtype == AUTO else weights_dtype, kv_heads=kv_heads)
+        per_gpu_weights = weights.bytes_per_gpu(tp)
+        reserve = DEFAULT_RESERVE if reserve_bytes is None else reserve_bytes
+        fraction = Fraction(str(check_utilization(utilization)))
+        memory, rule = kv_budget(engine, selection.usable_bytes, per_gpu_weights, reserve, fraction)
+        gpu_title = selection.title
+        lines = [f"{selection.title}; {selection.source}", f"KV memory per GPU = {rule}"]
+        if memory <= 0:
+            raise OptionError(
+                "--gpu",
+                f"nothing is left for the KV cache on {selection.title}: weights "
+                f"{per_gpu_weights:,} B and reserve {reserve:,} B exceed the budget; use more GPUs "
+                "(--num-gpus / --tensor-parallel-size) or a bigger GPU",
+            )
+    lines.append(f"max_model_len {length:,} ({length_source})")
+    cap = engine_capacity(engine, layout, memory, length, kv_cache_dtype=kv_cache_dtype, opts=opts)
+    return CapacityReport(source, layout, cap, tuple(lines), gpu_title, opts.tensor_parallel_size, own)

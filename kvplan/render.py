@@ -17,7 +17,7 @@ from rich.text import Text
 
 from kvplan.formula import Explanation
 from kvplan.layout import CacheLayout
-from kvplan.plan import CatalogRow, SizeReport
+from kvplan.plan import CapacityReport, CatalogRow, SizeReport
 from kvplan.units import exact_and_human, human_bytes
 
 if TYPE_CHECKING:
@@ -608,3 +608,34 @@ def _nothing_fits(report: FitReport, what: str, missing: int, units: str) -> str
 def print_note(message: str) -> None:
     """A one-line verdict on stderr (``--check`` failures)."""
     stderr_console().print(Text(f"kvplan: {message}", style="bold red"))
+
+
+def render_capacity(report: CapacityReport, units: str = "iec", console: Console | None = None) -> None:
+    console = console or stdout_console()
+    cap, layout, source = report.capacity, report.layout, report.source
+    console.print(Text(source.requested, style="bold cyan"), Text(f"  ({source.describe()})", style="dim"))
+    console.print(
+        f"{layout.family} · {layout.num_layers} layers · engine {cap.engine} · KV dtype {cap.kv_dtype} · "
+        f"tp {report.tensor_parallel_size}"
+    )
+    console.print()
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column("")
+    table.add_column("", justify="right")
+    table.add_row("KV memory per GPU", exact_and_human(cap.kv_memory_bytes, units))
+    if cap.block_size is not None:
+        table.add_row("block size", f"{cap.block_size:,} tokens")
+    if cap.num_blocks is not None:
+        table.add_row("num_blocks", f"{cap.num_blocks:,}")
+    table.add_row("KV tokens", f"{cap.kv_tokens:,}")
+    table.add_row(
+        f"max concurrency at {cap.max_model_len:,} tokens",
+        f"{float(cap.max_concurrency):.2f}x ({cap.max_concurrent_requests:,} requests)",
+    )
+    for name, value in cap.facts.items():
+        table.add_row(name.replace("_", " "), f"{value:,}")
+    console.print(table)
+    console.print()
+    console.print(Text("Arithmetic", style="bold"))
+    for line in (*report.memory_lines, *cap.lines):
+        console.print(Text(f"  {line}"))

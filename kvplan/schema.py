@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kvplan.formula import CacheEstimate, Explanation, SpectrumPoint
 from kvplan.gpus import Budget, GpuRow, GpuSelection
-from kvplan.plan import CatalogRow, SizeReport
+from kvplan.plan import CapacityReport, CatalogRow, SizeReport
 from kvplan.resolve import ModelSource
 from kvplan.solver import FitReport, GChoice, GOption, PickGCell, PickGReport
 
@@ -714,4 +714,46 @@ def fit_out(report: FitReport) -> FitOut:
             for g in report.min_gpus
         ],
         notes=list(report.notes),
+    )
+
+
+class CapacityOut(Out):
+    schema_: str = Field(serialization_alias="schema")
+    model: str
+    source: SourceOut
+    engine: str
+    kv_cache_dtype: str
+    kv_memory_bytes: int
+    max_model_len: int
+    tensor_parallel_size: int
+    gpu: str | None
+    block_size: int | None
+    num_blocks: int | None
+    kv_tokens: int
+    #: Requests of max_model_len that fit at once (vLLM prints this as "%.2fx").
+    max_concurrency: float
+    max_concurrent_requests: int
+    facts: dict[str, int]
+    explanation: list[str]
+
+
+def capacity_out(report: CapacityReport) -> CapacityOut:
+    cap = report.capacity
+    return CapacityOut(
+        schema_="kvplan.capacity/1",
+        model=report.source.requested,
+        source=source_out(report.source),
+        engine=cap.engine,
+        kv_cache_dtype=cap.kv_dtype,
+        kv_memory_bytes=cap.kv_memory_bytes,
+        max_model_len=cap.max_model_len,
+        tensor_parallel_size=report.tensor_parallel_size,
+        gpu=report.gpu_title,
+        block_size=cap.block_size,
+        num_blocks=cap.num_blocks,
+        kv_tokens=cap.kv_tokens,
+        max_concurrency=float(cap.max_concurrency),
+        max_concurrent_requests=cap.max_concurrent_requests,
+        facts=dict(cap.facts),
+        explanation=[*report.memory_lines, *cap.lines],
     )

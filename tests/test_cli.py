@@ -358,3 +358,48 @@ def test_pick_g_says_what_it_changed_of_the_scenario() -> None:
     assert {s["g"] for s in data["skipped"]} == {10, 5}  # 4 neither divides 10 or 5 nor is divided by them
     code, out, _ = run("pick-g", "--json")
     assert json.loads(out)["scenario"]["changes"] == []
+
+
+def test_capacity_json_vllm_blocks_tokens_concurrency() -> None:
+    code, out, err = run("capacity", "meta-llama/Llama-3.1-8B", "--kv-memory", "10GiB", "--ctx", "8K", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["schema"] == "kvplan.capacity/1"
+    assert data["engine"] == "vllm"
+    assert data["num_blocks"] == 10 * 2**30 // (32 * 16 * 8 * 256 * 2)  # 2 MiB per block of 16 tokens
+    assert data["kv_tokens"] == 81_920
+    assert data["max_concurrency"] == 10.0
+
+
+@pytest.mark.parametrize("engine", ["ideal", "sglang", "llama.cpp", "trtllm", "hf"])
+def test_capacity_every_engine(engine: str) -> None:
+    code, out, err = run(
+        "capacity", "meta-llama/Llama-3.1-8B", "--kv-memory", "10GiB", "--ctx", "8K", "--engine", engine, "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["kv_tokens"] == 81_920  # 10 GiB // 131,072 B per token, whichever way it is counted
+
+
+def test_capacity_from_a_gpu_budget() -> None:
+    code, out, err = run("capacity", "meta-llama/Llama-3.1-8B", "--gpu", "h100", "--ctx", "8K", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    usable = 81_082 * 2**20  # the catalog's torch total for h100-sxm-80g
+    weights = 8_030_261_248 * 2  # Llama-3.1-8B parameters x 2 B
+    assert data["kv_memory_bytes"] == -(-usable * 9 // 10) - weights - 2 * 2**30
+    assert data["gpu"].startswith("NVIDIA H100")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["capacity", "meta-llama/Llama-3.1-8B"], "--kv-memory"),
+        (["capacity", "meta-llama/Llama-3.1-8B", "--kv-memory", "10"], "--kv-memory"),
+        (["capacity", "meta-llama/Llama-2-70b", "--gpu", "l4"], "nothing is left"),
+    ],
+)
+def test_capacity_errors(args: list[str], fragment: str) -> None:
+    code, out, err = run(*args)
+    assert code == ExitCode.USAGE
+    assert out == ""
+    assert fragment in err
