@@ -8,7 +8,7 @@ README blocks look like::
     ```
 
 ``python scripts/sync_readme.py`` rewrites them; ``--check`` exits 1 when one is stale (tests/test_readme.py
-runs the check). Commands run in-process, offline, at a fixed width of 110 columns.
+runs the check). Commands run in-process, offline, at a fixed width of 160 columns.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def run(command: str) -> str:
 
     args = shlex.split(command)
     assert args[0] == "kvplan", command
-    env = {"COLUMNS": "110", "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    env = {"COLUMNS": "160", "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
     result = CliRunner().invoke(app, args[1:], env=env)
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
