@@ -21,8 +21,11 @@ from kvplan.plan import CapacityReport, CatalogRow, SizeReport
 from kvplan.units import exact_and_human, human_bytes
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from kvplan.gpus import Budget, GpuRow, GpuSelection
     from kvplan.solver import Chart, FitReport, Lever, PickGCell, PickGReport, Way
+    from kvplan.verify import VerifyReport
 
 
 class FactorLike(Protocol):
@@ -639,3 +642,109 @@ def render_capacity(report: CapacityReport, units: str = "iec", console: Console
     console.print(Text("Arithmetic", style="bold"))
     for line in (*report.memory_lines, *cap.lines):
         console.print(Text(f"  {line}"))
+
+
+def verify_progress() -> Progress:
+    """A progress bar on stderr over the layers of each plan (transient: it disappears when done)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr_console(),
+        transient=True,
+    )
+
+
+def render_verify(report: VerifyReport, units: str = "iec", console: Console | None = None) -> None:
+    console = console or stdout_console()
+    dev = report.device
+    total = "?" if dev.total_bytes is None else human_bytes(dev.total_bytes, units)
+    free = "?" if dev.free_bytes is None else human_bytes(dev.free_bytes, units)
+    console.print(Text(f"{dev.name} ({dev.device}, torch {dev.torch_version})", style="bold cyan"))
+    console.print(
+        f"total {total} · free {free} · verify may use {human_bytes(dev.available_bytes, units)}"
+        + (f" ({dev.cap_note})" if dev.cap_note else "")
+    )
+    if dev.catalog is not None:
+        cat = dev.catalog
+        line = f"catalog {cat.gpu_id}: usable {exact_and_human(cat.catalog_usable_bytes or 0, units)}"
+        if cat.difference_bytes:
+            line += f"; this device reports {cat.difference_bytes:+,} B: {cat.suggestion}"
+        console.print(line)
+    elif dev.catalog_note:
+        console.print(Text(dev.catalog_note, style="dim"))
+    console.print()
+    table = Table(title="Plans", title_justify="left", header_style="bold", box=None, pad_edge=False)
+    for col in ("plan", "engine", "ctx", "batch", "predicted", "measured", "weights", "fits (predicted)", "fits"):
+        table.add_column(col, justify="left" if col in ("plan", "engine") else "right")
+    for p in report.plans:
+        measured = "-" if p.measured is None else f"{p.measured.cache_tensor_bytes:,}"
+        table.add_row(
+            p.name,
+            p.engine,
+            f"{p.ctx:,}",
+            f"{p.batch:,}",
+            f"{p.predicted_bytes:,}",
+            measured,
+            human_bytes(p.weights_bytes, units),
+            "yes" if p.predicted_fits else "no",
+            "yes" if p.fits else "no",
+        )
+    console.print(table)
+    for p in report.plans:
+        notes = [p.note] if p.note else []
+        if p.out_of_memory is not None:
+            notes.append(p.out_of_memory.describe())
+        if p.measured is not None:
+            notes += list(p.measured.notes)
+        for note in notes:
+            console.print(Text(f"  {p.name}: {note}", style="dim"))
+    timings = report.timings
+    if timings:
+        console.print()
+        t_table = Table(
+            title="Decode step (SDPA over the cache)",
+            title_justify="left",
+            header_style="bold",
+            box=None,
+            pad_edge=False,
+        )
+        for col in ("plan", "G", "tokens", "cache read", "median", "achieved", "device"):
+            t_table.add_column(col, justify="left" if col == "plan" else "right")
+        for t in timings:
+            med = "-" if t.median_seconds is None else f"{t.median_seconds * 1e3:,.2f} ms"
+            ach = "-" if t.achieved_bytes_per_second is None else f"{t.achieved_bytes_per_second / 1e9:,.1f} GB/s"
+            dev_bw = "-" if t.catalog_bytes_per_second is None else f"{t.catalog_bytes_per_second / 1e9:,.0f} GB/s"
+            t_table.add_row(
+                t.plan,
+                "-" if t.kv_heads is None else str(t.kv_heads),
+                f"{t.tokens:,}",
+                human_bytes(t.cache_bytes_read, units),
+                med,
+                ach,
+                dev_bw,
+            )
+        console.print(t_table)
+    for pr in report.probes:
+        console.print(
+            f"capacity probe {pr.plan}: largest batch that fits at ctx {pr.ctx:,}: measured "
+            f"{pr.measured_max_batch:,}, predicted {pr.predicted_max_batch:,}"
+        )
+    console.print()
+    c_table = Table(title="Checks", title_justify="left", header_style="bold", box=None, pad_edge=False)
+    for col in ("check", "predicted", "measured", "difference", "ok"):
+        c_table.add_column(col, justify="left" if col == "check" else "right")
+    for c in report.checks:
+        c_table.add_row(
+            c.name,
+            f"{c.predicted_bytes:,}",
+            f"{c.measured_bytes:,}",
+            f"{c.difference_bytes:+,}",
+            "ok" if c.ok else "REFUTED",
+        )
+    console.print(c_table)
+    verdict = "every prediction held" if report.ok else f"{len(report.refuted)} prediction(s) refuted"
+    console.print(Text(verdict, style="bold green" if report.ok else "bold red"))

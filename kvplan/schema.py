@@ -6,12 +6,17 @@ a change that removes or renames a field bumps ``n``. Imported only when ``--jso
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from kvplan.formula import CacheEstimate, Explanation, SpectrumPoint
 from kvplan.gpus import Budget, GpuRow, GpuSelection
 from kvplan.plan import CapacityReport, CatalogRow, SizeReport
 from kvplan.resolve import ModelSource
+
+if TYPE_CHECKING:
+    from kvplan.verify import VerifyReport
 from kvplan.solver import FitReport, GChoice, GOption, PickGCell, PickGReport
 
 
@@ -756,4 +761,127 @@ def capacity_out(report: CapacityReport) -> CapacityOut:
         max_concurrent_requests=cap.max_concurrent_requests,
         facts=dict(cap.facts),
         explanation=[*report.memory_lines, *cap.lines],
+    )
+
+
+class CheckOut(Out):
+    name: str
+    plan: str
+    kind: str
+    predicted_bytes: int
+    measured_bytes: int
+    difference_bytes: int
+    ok: bool
+    detail: str
+
+
+class VerifyDeviceOut(Out):
+    device: str
+    name: str
+    torch_version: str
+    total_bytes: int | None
+    free_bytes: int | None
+    cap_bytes: int | None
+    available_bytes: int
+    catalog_id: str | None
+    catalog_usable_bytes: int | None
+    catalog_difference_bytes: int | None
+    catalog_note: str
+
+
+class VerifyPlanOut(Out):
+    name: str
+    model: str
+    engine: str
+    ctx: int
+    batch: int
+    kv_heads: int | None
+    kv_dtype: str
+    note: str
+    predicted_bytes: int
+    measured_bytes: int | None
+    weights_bytes: int
+    predicted_fits: bool
+    fits: bool
+    out_of_memory: str | None
+    allocator_overhead_bytes: int | None
+    decode_seconds: float | None
+    achieved_bytes_per_second: float | None
+    catalog_bytes_per_second: float | None
+    predicted_max_batch: int | None
+    measured_max_batch: int | None
+
+
+class VerifyOut(Out):
+    schema_: str = Field(serialization_alias="schema")
+    ok: bool
+    device: VerifyDeviceOut
+    checks: list[CheckOut]
+    plans: list[VerifyPlanOut]
+
+
+def verify_out(report: VerifyReport) -> VerifyOut:
+    dev = report.device
+    cat = dev.catalog
+    plans = []
+    for p in report.plans:
+        m, t, pr = p.measured, p.timing, p.probe
+        overhead = None
+        if m is not None:
+            overhead = m.reserved_delta if m.reserved_delta is not None else m.resident_delta
+            overhead = None if overhead is None else overhead - m.storage_bytes
+        plans.append(
+            VerifyPlanOut(
+                name=p.name,
+                model=p.model,
+                engine=p.engine,
+                ctx=p.ctx,
+                batch=p.batch,
+                kv_heads=p.kv_heads,
+                kv_dtype=p.kv_dtype,
+                note=p.note,
+                predicted_bytes=p.predicted_bytes,
+                measured_bytes=None if m is None else m.cache_tensor_bytes,
+                weights_bytes=p.weights_bytes,
+                predicted_fits=p.predicted_fits,
+                fits=p.fits,
+                out_of_memory=None if p.out_of_memory is None else p.out_of_memory.describe(),
+                allocator_overhead_bytes=overhead,
+                decode_seconds=None if t is None else t.median_seconds,
+                achieved_bytes_per_second=None if t is None else t.achieved_bytes_per_second,
+                catalog_bytes_per_second=None if t is None else t.catalog_bytes_per_second,
+                predicted_max_batch=None if pr is None else pr.predicted_max_batch,
+                measured_max_batch=None if pr is None else pr.measured_max_batch,
+            )
+        )
+    return VerifyOut(
+        schema_="kvplan.verify/1",
+        ok=report.ok,
+        device=VerifyDeviceOut(
+            device=dev.device,
+            name=dev.name,
+            torch_version=dev.torch_version,
+            total_bytes=dev.total_bytes,
+            free_bytes=dev.free_bytes,
+            cap_bytes=dev.cap_bytes,
+            available_bytes=dev.available_bytes,
+            catalog_id=None if cat is None else cat.gpu_id,
+            catalog_usable_bytes=None if cat is None else cat.catalog_usable_bytes,
+            catalog_difference_bytes=None if cat is None else cat.difference_bytes,
+            catalog_note=dev.catalog_note,
+        ),
+        checks=[
+            CheckOut(
+                name=c.name,
+                plan=c.plan,
+                kind=c.kind,
+                predicted_bytes=c.predicted_bytes,
+                measured_bytes=c.measured_bytes,
+                difference_bytes=c.difference_bytes,
+                ok=c.ok,
+                detail=c.detail,
+            )
+            for c in report.checks
+        ],
+        plans=plans,
     )

@@ -403,3 +403,76 @@ def test_capacity_errors(args: list[str], fragment: str) -> None:
     assert code == ExitCode.USAGE
     assert out == ""
     assert fragment in err
+
+
+# ---- verify (CPU, small shapes) --------------------------------------------------------------------------
+
+
+def test_verify_model_plan_on_cpu() -> None:
+    pytest.importorskip("torch")
+    code, out, err = run(
+        "verify",
+        "--device",
+        "cpu",
+        "--model",
+        str(FIXTURES / "gqa"),
+        "--ctx",
+        "256",
+        "--batch",
+        "2",
+        "--kv-heads",
+        "4,1",
+        "--no-timing",
+        "--json",
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["schema"] == "kvplan.verify/1"
+    assert data["ok"] is True
+    cache = [c for c in data["checks"] if c["kind"] == "cache_bytes"]
+    # 4 layers x K and V x G heads x 64 dims x 256 tokens x 2 seqs x 2 B (bf16), for G = 4 and G = 1
+    assert [c["measured_bytes"] for c in cache] == [4 * 2 * g * 64 * 256 * 2 * 2 for g in (4, 1)]
+    assert all(c["predicted_bytes"] == c["measured_bytes"] for c in cache)
+
+
+def test_verify_self_check_under_a_cap() -> None:
+    pytest.importorskip("torch")
+    code, out, err = run("verify", "--device", "cpu", "--max-bytes", "80MiB", "--no-timing", "--json")
+    assert code == 0, err
+    assert json.loads(out)["ok"] is True
+
+
+def test_verify_refuted_prediction_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    from kvplan import verify
+
+    from .test_verify import perturb
+
+    monkeypatch.setattr(verify, "predict", perturb(+2))
+    code, _, err = run(
+        "verify", "--device", "cpu", "--model", str(FIXTURES / "gqa"), "--ctx", "64", "--no-timing", "--no-probe"
+    )
+    assert code == ExitCode.REFUTED
+    assert "refuted:" in err
+    assert "cache bytes" in err
+
+
+def test_verify_device_unavailable_exits_2() -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, out, err = run("verify", "--device", "cuda", "--model", str(FIXTURES / "gqa"))
+    assert code == ExitCode.USAGE
+    assert out == ""
+    assert "--device cuda" in err
+
+
+def test_verify_without_torch_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    code, _, err = run("verify", "--device", "cpu")
+    assert code == ExitCode.USAGE
+    assert 'pip install "kvplan[verify]"' in err
