@@ -273,8 +273,18 @@ class Engine:
 
     # -- rules, per layer (override what differs) ------------------------------------------------------------
 
+    #: The KV dtypes this engine offers (None: any kvplan knows).
+    TYPES: tuple[str, ...] | None = None
+    #: Whether K and V may use different dtypes (llama.cpp --cache-type-k / --cache-type-v).
+    split_kv_types = True
+
     def cache_types(self, layout: CacheLayout, kv_cache_dtype: str, k: str | None, v: str | None) -> CacheTypes:
-        return resolve_types(layout, kv_cache_dtype, k_dtype=k, v_dtype=v)
+        if not self.split_kv_types and (k is not None or v is not None):
+            raise OptionError("--cache-type-k", f"--engine {self.name} stores K and V in one --kv-cache-dtype")
+        types = resolve_types(layout, kv_cache_dtype, k_dtype=k, v_dtype=v)
+        if self.TYPES is not None:
+            allowed_types(self.name, types, self.TYPES)
+        return types
 
     def prepare(self, layout: CacheLayout) -> tuple[LayerSpec, ...]:
         """The layers as this engine stores them (before tensor parallelism)."""
@@ -502,6 +512,7 @@ class VLLMEngine(Engine):
     DEFAULT_BLOCK = 16
     #: vllm serve on a >= 70 GiB GPU other than A100 (engine/arg_utils.py get_batch_defaults); 2048 on smaller GPUs.
     DEFAULT_BATCHED_TOKENS = 8192
+    split_kv_types = False
     TYPES = (
         "float16",
         "bfloat16",
@@ -513,13 +524,6 @@ class VLLMEngine(Engine):
         "nvfp4",
         "fp8_ds_mla",
     )
-
-    def cache_types(self, layout: CacheLayout, kv_cache_dtype: str, k: str | None, v: str | None) -> CacheTypes:
-        if k is not None or v is not None:
-            raise OptionError("--cache-type-k", "vLLM stores K and V in one --kv-cache-dtype")
-        types = resolve_types(layout, kv_cache_dtype)
-        allowed_types(self.name, types, self.TYPES)
-        return types
 
     def block_size(self, opts: EngineOptions) -> int:
         return opts.block_size or self.DEFAULT_BLOCK
@@ -692,14 +696,8 @@ class SGLangEngine(Engine):
     summary = "SGLang token pools: cell_size per token, page 1, fp32 SSM state, SWA pool ratio 0.8"
     SWA_RATIO = Fraction(8, 10)
     MAMBA_RATIO = Fraction(9, 10)
+    split_kv_types = False
     TYPES = ("float16", "bfloat16", "float32", "fp8_e4m3", "fp8_e5m2", "nvfp4", "fp8_ds_mla")
-
-    def cache_types(self, layout: CacheLayout, kv_cache_dtype: str, k: str | None, v: str | None) -> CacheTypes:
-        if k is not None or v is not None:
-            raise OptionError("--cache-type-k", "SGLang stores K and V in one --kv-cache-dtype")
-        types = resolve_types(layout, kv_cache_dtype)
-        allowed_types(self.name, types, self.TYPES)
-        return types
 
     def page(self, opts: EngineOptions) -> int:
         return opts.block_size or 1
@@ -789,17 +787,11 @@ class LlamaCppEngine(Engine):
             for layer in layout.layers
         )
 
-    def validate(self, layout: CacheLayout, opts: EngineOptions) -> None:
-        super().validate(layout, opts)
-        if any(layer.kind is LayerKind.MLA for layer in layout.layers):
-            return
-
     def slots(self, layer: LayerSpec, ctx: int, batch: int, opts: EngineOptions) -> tuple[int, str]:
         if not layer.kind.grows_with_context:
             return 0, ""
         cells = self.cells_per_stream(ctx, batch, opts)
         streams = self.streams(batch, opts)
-        n_ctx = ctx * batch
         if opts.kv_unified:
             how = f"pad256({ctx:,} x {batch} seq) = {cells:,} cells"
         else:
@@ -809,7 +801,6 @@ class LlamaCppEngine(Engine):
             swa = self.pad(min(cells, layer.window * seqs + opts.n_ubatch))
             how = f"pad256(min({cells:,}, {layer.window:,} x {seqs} + n_ubatch {opts.n_ubatch})) = {swa:,} cells"
             return swa * streams, how
-        del n_ctx
         return cells * streams, how
 
     def fixed_bytes(self, layer: LayerSpec, types: CacheTypes) -> int:
@@ -853,16 +844,10 @@ class TRTLLMEngine(Engine):
     name = "trtllm"
     summary = "TensorRT-LLM paged cache: 32-token blocks, ceil(H_kv / tp) heads per rank, fraction of free memory"
     DEFAULT_BLOCK = 32
+    split_kv_types = False
     TYPES = ("float16", "bfloat16", "float32", "fp8_e4m3", "nvfp4")
 
-    def cache_types(self, layout: CacheLayout, kv_cache_dtype: str, k: str | None, v: str | None) -> CacheTypes:
-        if k is not None or v is not None:
-            raise OptionError("--cache-type-k", "TensorRT-LLM stores K and V in one dtype")
-        types = resolve_types(layout, kv_cache_dtype)
-        allowed_types(self.name, types, self.TYPES)
-        return types
-
-    def block(self, opts: EngineOptions) -> int:
+    def block_size(self, opts: EngineOptions) -> int:
         return opts.block_size or self.DEFAULT_BLOCK
 
     def shard(self, layer: LayerSpec, tp: int) -> LayerSpec:
@@ -876,7 +861,7 @@ class TRTLLMEngine(Engine):
         held = layer.tokens_held(ctx)
         if not held:
             return 0, ""
-        b = self.block(opts)
+        b = self.block_size(opts)
         blocks = cdiv(held, b)
         how = f"cdiv({held:,}, {b}) = {blocks:,} blocks of {b} tokens"
         if layer.window is not None and layer.kind in (LayerKind.SLIDING, LayerKind.CHUNKED):
@@ -884,10 +869,10 @@ class TRTLLMEngine(Engine):
         return blocks * b * batch, how
 
     def rules(self, layout: CacheLayout, ctx: int, batch: int, opts: EngineOptions) -> list[str]:
-        return [f"blocks of {self.block(opts)} tokens (tokens_per_block)"]
+        return [f"blocks of {self.block_size(opts)} tokens (tokens_per_block)"]
 
     def facts(self, layout: CacheLayout, ctx: int, opts: EngineOptions) -> dict[str, int]:
-        return {"tokens_per_block": self.block(opts)}
+        return {"tokens_per_block": self.block_size(opts)}
 
 
 ENGINE_CLASSES: dict[str, type[Engine]] = {
@@ -1143,7 +1128,7 @@ def trtllm_capacity(
     per_token = cdiv(values, 2) + cdiv(values, 16) if nvfp4 else values * types.k.element_bytes
     if per_token == 0:
         raise OptionError("--max-model-len", f"{layout.model} has no token cache under trtllm")
-    block = engine.block(opts)
+    block = engine.block_size(opts)
     max_tokens = kv_memory // per_token
     num_blocks = max_tokens // block
     per_request = cdiv(max_model_len, block)

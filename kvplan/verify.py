@@ -436,7 +436,7 @@ def _pool_layer(engine: Engine, layer: LayerSpec, plan: VerifyPlan, types: Cache
 def _trtllm_layer(engine: TRTLLMEngine, layer: LayerSpec, plan: VerifyPlan, types: CacheTypes) -> LayerTensors:
     """TensorRT-LLM blocks: [blocks, 2, heads, tokens_per_block, head_dim] (MLA: one latent head, kv_factor 1)."""
     b = plan.batch
-    block = engine.block(plan.opts)
+    block = engine.block_size(plan.opts)
     slots, _ = engine.slots(layer, plan.ctx, b, plan.opts)
     blocks = slots // block
     if layer.kind is LayerKind.STATE:
