@@ -71,6 +71,18 @@ class SizeReport:
     #: That engine's figure for a single sequence at ctx (engines may pad or share across sequences).
     engine_sequence_bytes: int
 
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """The estimate's notes, and a warning when ctx passes the model's own maximum."""
+        out = list(self.estimate.notes)
+        top = self.layout.max_context
+        if top is not None and self.estimate.ctx > top:
+            out.append(
+                f"ctx {self.estimate.ctx:,} is beyond the model's max_position_embeddings {top:,}: the bytes are "
+                "exact, but the model was not built for that context"
+            )
+        return tuple(out)
+
 
 def default_context(layout: CacheLayout, ctx: int | None) -> tuple[int, str]:
     """The context to plan for: the user's, else the model's own maximum."""

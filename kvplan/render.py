@@ -103,7 +103,7 @@ def render_size(report: SizeReport, units: str = "iec", console: Console | None 
     if report.spectrum:
         console.print()
         render_spectrum(console, report, units)
-    for note in est.notes:
+    for note in report.notes:
         console.print(Text(f"note: {note}", style="yellow"))
 
 

@@ -258,7 +258,7 @@ def size_out(report: SizeReport) -> SizeOut:
         explanation=explanation_out(est.explanation),
         spectrum=spectrum_out(report.spectrum),
         mtp=mtp,
-        notes=list(est.notes),
+        notes=list(report.notes),
     )
 
 

@@ -476,3 +476,12 @@ def test_verify_without_torch_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     code, _, err = run("verify", "--device", "cpu")
     assert code == ExitCode.USAGE
     assert 'pip install "kvplan[verify]"' in err
+
+
+def test_size_warns_beyond_the_models_context() -> None:
+    code, out, _ = run("size", "Qwen/Qwen3-8B", "--ctx", "200000", "--json")
+    assert code == 0
+    notes = json.loads(out)["notes"]
+    assert any("beyond the model's max_position_embeddings 40,960" in n for n in notes)
+    _, plain, _ = run("size", "Qwen/Qwen3-8B", "--ctx", "40960", "--json")
+    assert not any("beyond" in n for n in json.loads(plain)["notes"])
