@@ -453,6 +453,16 @@ class HFEngine(Engine):
         return out
 
 
+def fp8_indexer_token_bytes(layer: LayerSpec, types: CacheTypes) -> int:
+    """Bytes per token of a layer whose DSA indexer keys are stored in fp8 with one fp32 scale per 128 values
+    (DeepSeek-V3.2: index_head_dim + index_head_dim / 128 x 4 = 132 B), whatever the KV dtype: SGLang's
+    _compute_dsa_indexer_cell_size and vLLM's indexer cache both keep them this way."""
+    if layer.kind is LayerKind.MLA and layer.indexer_head_dim:
+        latent = replace(layer, indexer_head_dim=0)
+        return token_bytes(latent, types) + layer.indexer_head_dim + layer.indexer_head_dim // 128 * 4
+    return token_bytes(layer, types)
+
+
 def allowed_types(engine: str, types: CacheTypes, names: Sequence[str]) -> None:
     """Reject KV dtypes an engine does not offer (vLLM has no plain int8, llama.cpp no fp8 ...)."""
     for t in {types.k.name, types.v.name}:
@@ -559,12 +569,12 @@ class VLLMEngine(Engine):
         attention = [layer for layer in cached if layer.kind is not LayerKind.STATE]
         states = [layer for layer in cached if layer.kind is LayerKind.STATE]
         if states and attention:
-            attn_1tok = max(token_bytes(layer, types) for layer in attention)
+            attn_1tok = max(fp8_indexer_token_bytes(layer, types) for layer in attention)
             mamba_page = max(state_bytes(layer, types) for layer in states)
             align = 128 if any(layer.kind is LayerKind.MLA for layer in attention) else block
             raised = 16 * cdiv(align * cdiv(mamba_page, align * attn_1tok), 16)
             block = max(block, raised)
-        pages = {layer.index: block * token_bytes(layer, types) for layer in attention}
+        pages = {layer.index: block * fp8_indexer_token_bytes(layer, types) for layer in attention}
         pages.update({layer.index: state_bytes(layer, types) for layer in states})
         if len(set(pages.values())) <= 1 or self.uniform_type(cached):
             # One spec, or one attention type with per-layer sizes (UniformTypeKVCacheSpecs): pages as they are.
@@ -728,10 +738,7 @@ class SGLangEngine(Engine):
         return aligned * batch, how
 
     def slot_bytes(self, layer: LayerSpec, types: CacheTypes) -> int:
-        if layer.kind is LayerKind.MLA and layer.indexer_head_dim:
-            latent = replace(layer, indexer_head_dim=0)
-            return token_bytes(latent, types) + layer.indexer_head_dim + layer.indexer_head_dim // 128 * 4
-        return token_bytes(layer, types)
+        return fp8_indexer_token_bytes(layer, types)
 
     def rules(self, layout: CacheLayout, ctx: int, batch: int, opts: EngineOptions) -> list[str]:
         out = [f"token pool, page size {self.page(opts)} (--page-size)"]

@@ -333,3 +333,10 @@ def test_tiny_model_full_attention_identity() -> None:
         e: get_engine(e).estimate(layout, 4096, 3).deployment_bytes for e in ("ideal", "hf", "sglang", "trtllm", "vllm")
     }
     assert set(figures.values()) == {2 * 4 * 2 * 64 * 4096 * 3 * 2}
+
+
+def test_vllm_deepseek_v32_sparse_mla_and_fp8_indexer() -> None:
+    """fp8_ds_mla: 512 fp8 + 512/128 x 4 B scales + 64 x 2 B rope = 656 B per token per layer; the DSA indexer
+    key is fp8 with one fp32 scale per 128 values: 128 + 4 = 132 B. 61 layers, cdiv(1000, 16) = 63 pages."""
+    est = get_engine("vllm").estimate(load_model("deepseek-ai/DeepSeek-V3.2"), 1000, 1, kv_cache_dtype="fp8_ds_mla")
+    assert est.per_gpu_bytes == 61 * 63 * 16 * (656 + 132)
