@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kvplan.formula import CacheEstimate, Explanation, SpectrumPoint
-from kvplan.gpus import Budget, GpuRow, GpuSelection
-from kvplan.plan import CapacityReport, CatalogRow, SizeReport
-from kvplan.resolve import ModelSource
-
 if TYPE_CHECKING:
+    from kvplan.formula import CacheEstimate, Explanation, SpectrumPoint
+    from kvplan.gpus import Budget, GpuRow, GpuSelection
+    from kvplan.plan import CapacityReport, CatalogRow, SizeReport
+    from kvplan.resolve import ModelSource
+    from kvplan.solver import FitReport, GChoice, GOption, PickGCell, PickGReport
     from kvplan.verify import VerifyReport
-from kvplan.solver import FitReport, GChoice, GOption, PickGCell, PickGReport
 
 
 class Out(BaseModel):
