@@ -8,13 +8,23 @@ supplies a default the file omits, the default is cited. A missing or invalid va
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kvplan.dtypes import model_dtype_name
 from kvplan.errors import ConfigError, ConfigFileError
-from kvplan.layout import CacheLayout, LayerKind, LayerSpec, StateTensor, attention_layer, mla_layer
+from kvplan.layout import (
+    CacheLayout,
+    ConfigWarning,
+    LayerKind,
+    LayerSpec,
+    StateTensor,
+    WarningKind,
+    attention_layer,
+    mla_layer,
+)
 
 Raw = Mapping[str, Any]
 
@@ -63,6 +73,10 @@ MHA_FAMILIES = frozenset(
     }
 )
 
+#: Of those, families whose architecture allows fewer KV heads than query heads: their config classes only
+#: default to multi-head, so a config without the count gets a warning saying what was assumed.
+GQA_CAPABLE_MHA_DEFAULT = frozenset({"llama", "internlm", "stablelm", "phi", "mpt", "persimmon"})
+
 #: Values transformers' config classes supply when a file omits them, for families whose real configs rely
 #: on that. Gemma3TextConfig (transformers/models/gemma3/configuration_gemma3.py): google/gemma-3-4b-it's
 #: text_config omits the head counts and head_dim. FalconConfig: max_position_embeddings 2048.
@@ -101,6 +115,17 @@ DEFAULT_INTERLEAVE: dict[str, tuple[str | None, int]] = {
 #: Families with a use_sliding_window switch that defaults to False (Qwen2Config and its descendants).
 SLIDING_SWITCH_FAMILIES = frozenset({"qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen2_vl", "qwen2_5_vl", "smollm3"})
 
+#: Keys from which config classes derive layer_types when a file has none: with layer_types stated, they
+#: are redundant (consumed, not reported).
+DERIVED_PATTERN_KEYS = (
+    "sliding_window_pattern",
+    "full_attention_interval",
+    "hybrid_layer_pattern",
+    "no_rope_layer_interval",
+    "attn_layer_period",
+    "attn_layer_offset",
+)
+
 #: A multimodal wrapper whose nested text config lacks model_type -> the text family.
 NESTED_FAMILY = {
     "gemma3": "gemma3_text",
@@ -110,8 +135,120 @@ NESTED_FAMILY = {
 }
 
 
+#: Families whose configs the rules above read with the standard keys, known to be plain decoders (or
+#: handled by a named rule): any other model_type is still read as a plain decoder, with a warning.
+PLAIN_DECODER_FAMILIES = frozenset(
+    {
+        "mistral",
+        "mixtral",
+        "ministral",
+        "ministral3",
+        "qwen2_moe",
+        "qwen3_next",
+        "qwen3_5_text",
+        "qwen3_5_moe_text",
+        "phi3",
+        "phimoe",
+        "gemma",
+        "gemma3n_text",
+        "olmo",
+        "olmo2",
+        "olmoe",
+        "cohere",
+        "cohere2",
+        "starcoder2",
+        "granite",
+        "granitemoe",
+        "exaone",
+        "internlm2",
+        "chatglm",
+        "glm",
+        "glm4",
+        "glm4_moe",
+        "deepseek_v2",
+        "deepseek_v3",
+        "deepseek_v32",
+        "kimi_k2",
+        "llama4_text",
+        "mimo_v2_flash",
+        "minimax_m2",
+        "nemotron",
+        "nemotron_h",
+        "nemotron-nas",
+        "jamba",
+        "hunyuan_v1_dense",
+        "hunyuan_v1_moe",
+        "seed_oss",
+        "arcee",
+        "apertus",
+        "ernie4_5",
+        "ernie4_5_moe",
+        "bailing_moe",
+        "dots1",
+        "exaone4_5",
+    }
+)
+
+
+def known_family(family: str) -> bool:
+    return family in (
+        PLAIN_DECODER_FAMILIES
+        | MHA_FAMILIES
+        | PURE_SSM_FAMILIES
+        | SLIDING_SWITCH_FAMILIES
+        | set(DEFAULT_INTERLEAVE)
+        | set(FAMILY_DEFAULTS)
+        | set(NESTED_FAMILY.values())
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------
-# Typed lookups
+# Value validation and key accounting
+#
+# The one place that decides whether a config value is usable: every count or size a rule reads goes through
+# Fields.integer / optional_integer, every switch through Fields.flag, every list through Fields.sequence.
+# A value of the wrong type (string, bool, float, NaN, +-Infinity), zero or negative where that is impossible,
+# or null where the config class gives null no meaning, is a ConfigError naming the model and the key: never
+# a silent default. Every key a rule reads is recorded in a KeyLedger, so that keys_unread() can name the
+# cache-shaping keys no rule read.
+
+#: Keys whose null means "not used" in their config classes, so that null reads as absent. Anywhere else a
+#: null on a key a rule reads is an error (DeepSeek kv_lora_rank: null must not turn MLA into MHA).
+#: sliding_window: Mistral-7B-v0.3, Qwen2 (no window); q_lora_rank: DeepSeek-V2-Lite (no query compression);
+#: num_key_value_heads / intermediate_size: Nemotron-NAS (per layer in block_configs); head_dim: config
+#: classes that derive it from hidden_size / heads when None; the context keys: configs that state no limit.
+NULL_MEANS_ABSENT = frozenset(
+    {
+        "sliding_window",
+        "q_lora_rank",
+        "num_key_value_heads",
+        "intermediate_size",
+        "head_dim",
+        "attention_chunk_size",
+        "layer_types",
+        "n_inner",
+        "n_shared_experts",
+        "num_kv_shared_layers",
+        "window_length",
+        *CONTEXT_KEYS,
+    }
+)
+
+
+@dataclass
+class KeyLedger:
+    """The config keys the rules consumed (the reader's and the weight counter's alike)."""
+
+    read: set[str] = field(default_factory=set)
+
+    def mark(self, *keys: str) -> None:
+        self.read.update(keys)
+
+
+def describe_value(value: object) -> str:
+    """A config value as a message shows it: short, and escaped (config text is untrusted)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -121,55 +258,276 @@ class Fields:
     model: str
     data: Raw
     defaults: Raw
+    ledger: KeyLedger = field(default_factory=KeyLedger, compare=False)
 
-    def find(self, keys: Sequence[str]) -> tuple[str, Any] | None:
-        """The first key present with a non-null value (the file first, then the family defaults)."""
-        for source in (self.data, self.defaults):
-            for key in keys:
-                if source.get(key) is not None:
-                    return key, source[key]
+    def get(self, key: str, default: Any = None) -> Any:
+        """The raw value of ``key`` (file, then family default), recorded as read. For rules that inspect a
+        value's shape themselves (a pattern string, a nested object)."""
+        if key in self.data:
+            self.ledger.mark(key)
+            return self.data[key]
+        return self.defaults.get(key, default)
+
+    def has(self, key: str) -> bool:
+        """Whether the file states ``key`` (with any value, null included); not recorded as read."""
+        return key in self.data
+
+    def consume(self, *keys: str) -> None:
+        """Record keys a rule looked at and decided do not apply (use_sliding_window false: the window and
+        max_window_layers are read, and ignored on purpose)."""
+        self.ledger.mark(*(k for k in keys if k in self.data))
+
+    def find(self, keys: Sequence[str], quantity: str = "") -> tuple[str, Any] | None:
+        """The first key present with a usable value (the file first, then the family defaults).
+
+        A null is skipped only on keys whose config classes give it a meaning (NULL_MEANS_ABSENT); on any
+        other key it is an error. Aliases the file also states with the same value are recorded as read.
+        """
+        for key in keys:
+            if key not in self.data:
+                continue
+            value = self.data[key]
+            self.ledger.mark(key)
+            if value is None:
+                if key in NULL_MEANS_ABSENT:
+                    continue
+                raise ConfigError(self.model, quantity or key, keys, f"{key} is null")
+            self.ledger.mark(*(k for k in keys if k in self.data and self.data[k] == value))
+            return key, value
+        for key in keys:
+            if self.defaults.get(key) is not None:
+                return key, self.defaults[key]
         return None
 
     def integer(self, quantity: str, keys: Sequence[str], *, minimum: int = 1) -> int:
-        found = self.find(keys)
+        found = self.find(keys, quantity)
         if found is None:
             raise ConfigError(self.model, quantity, keys, "missing")
         return self._check_int(quantity, keys, found, minimum)
 
     def optional_integer(self, quantity: str, keys: Sequence[str], *, minimum: int = 1) -> int | None:
-        found = self.find(keys)
+        found = self.find(keys, quantity)
         return None if found is None else self._check_int(quantity, keys, found, minimum)
 
     def _check_int(self, quantity: str, keys: Sequence[str], found: tuple[str, Any], minimum: int) -> int:
         key, value = found
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(
-                self.model,
-                quantity,
-                keys,
-                f"{key} = {value!r} ({type(value).__name__}), expected a whole number",
-            )
-        if value < minimum:
-            raise ConfigError(self.model, quantity, keys, f"{key} = {value}, must be at least {minimum}")
-        return value
+        return check_count(self.model, quantity, keys, key, value, minimum)
 
     def flag(self, key: str, default: bool = False) -> bool:
-        value = self.data.get(key, self.defaults.get(key, default))
+        value = self.get(key, default)
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise ConfigError(self.model, key, (key,), f"{value!r} is not true or false")
+            raise ConfigError(self.model, key, (key,), f"{describe_value(value)} is not true or false")
         return value
 
     def sequence(self, quantity: str, key: str, length: int | None = None) -> list[Any] | None:
-        value = self.data.get(key, self.defaults.get(key))
+        value = self.get(key)
         if value is None:
+            if key in self.data and key not in NULL_MEANS_ABSENT:
+                raise ConfigError(self.model, quantity, (key,), f"{key} is null")
             return None
         if not isinstance(value, list):
             raise ConfigError(self.model, quantity, (key,), f"expected a list, got {type(value).__name__}")
         if length is not None and len(value) != length:
             raise ConfigError(self.model, quantity, (key,), f"has {len(value)} entries for {length} layers")
         return value
+
+    def integers(self, quantity: str, key: str, length: int | None = None, *, minimum: int = 1) -> list[int] | None:
+        """A list of counts (DeepSeek-V4 compress_ratios, Llama 3.2 Vision cross_attention_layers), each
+        checked like a single count."""
+        values = self.sequence(quantity, key, length)
+        if values is None:
+            return None
+        return [check_count(self.model, f"{quantity}[{i}]", (key,), key, v, minimum) for i, v in enumerate(values)]
+
+    def nested(self, key: str) -> Fields | None:
+        """A nested object (attn_config, vision_config) as Fields of its own, recorded as read."""
+        value = self.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise ConfigError(self.model, key, (key,), f"expected an object, got {type(value).__name__}")
+        return Fields(self.model, value, {})
+
+
+def check_count(model: str, quantity: str, keys: Sequence[str], key: str, value: object, minimum: int) -> int:
+    """A count or size from a config: a whole number (not bool, float, string, NaN or infinity), at least
+    ``minimum``. JSON's 4096.0 is a float and refused like "4096": no config class writes counts that way."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(
+            model,
+            quantity,
+            keys,
+            f"{key} = {describe_value(value)} ({type(value).__name__}), expected a whole number",
+        )
+    if value < minimum:
+        raise ConfigError(model, quantity, keys, f"{key} = {value}, must be at least {minimum}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The classifier: which unread keys can shape the cache or the weights
+
+#: Keys that shape neither the cache nor the weights in any family: routing and training knobs, rope,
+#: numerics, token ids, bookkeeping. (max_position_embeddings and friends are read as the context limit.)
+HARMLESS_KEYS = frozenset(
+    {
+        "architectures",
+        "auto_map",
+        "model_type",
+        "transformers_version",
+        "_name_or_path",
+        "_from_model_config",
+        "torch_dtype",
+        "dtype",
+        "quantization_config",
+        "use_cache",
+        "cache_implementation",
+        "num_experts_per_tok",
+        "experts_per_token",
+        "num_experts_per_token",
+        "norm_topk_prob",
+        "scoring_func",
+        "topk_method",
+        "n_group",
+        "topk_group",
+        "routed_scaling_factor",
+        "seq_aux",
+        "ep_size",
+        "index_topk",
+        "num_logits_to_keep",
+        "tokenizer_class",
+        "task_specific_params",
+        "transformers.js_config",
+        "n_ctx",
+        "initial_context_length",
+        "original_max_position_embeddings",
+        "chunk_size",
+        "time_step_limit",
+        "time_step_floor",
+        "time_step_min",
+        "time_step_max",
+        "use_mamba_kernels",
+        "mamba_hidden_act",
+        "attention_softmax_in_fp32",
+        "apply_query_key_layer_scaling",
+        "query_pre_attn_scalar",
+        "attn_logit_softcapping",
+        "final_logit_softcapping",
+        "attention_value_scale",
+        "scale_attn_weights",
+        "scale_attn_by_inverse_layer_idx",
+        "reorder_and_upcast_attn",
+        "slow_but_exact",
+        "is_llama_config",
+        "gradient_checkpointing",
+        "attn_implementation",
+        "pretraining_tp",
+        "summary_type",
+        "summary_use_proj",
+        "summary_proj_to_labels",
+        "summary_activation",
+        "summary_first_dropout",
+        "masked_softmax_fusion",
+        "bias_dropout_fusion",
+        "apply_residual_connection_post_layernorm",
+        "fp32_residual_connection",
+        "residual_in_fp32",
+        "rescale_prenorm_residual",
+        "use_parallel_residual",
+        "parallel_attn",
+        "alibi",
+        "rmsnorm",
+        "swiglu_limit",
+        "decoder_sparse_step",
+        "mtp_use_dedicated_embeddings",
+        "use_qk_norm",
+        "attn_output_gate",
+        "post_layer_norm",
+        "original_rope",
+        "rope_interleaved",
+        "mamba_ssm_dtype",
+        "max_window_layers",
+    }
+)
+#: Name fragments of keys that never shape the cache or the weights (numerics, rope, ids, dropout, routing).
+HARMLESS_PATTERN = re.compile(
+    r"(^|_)(eps|epsilon|dropout|pdrop|token_id|token_ids|rope|rotary|theta|softcap|init|initializer|range|aux|"
+    r"loss|jitter|act|activation|hidden_act|fusion|version|router_logits|multiplier|logit)($|_)"
+)
+#: Name fragments of keys that can shape the cache: heads and head dims, layer counts / lists / patterns,
+#: windows and chunks, latent / compressed KV, cross-attention, conv / SSM state, KV sharing, indexers.
+CACHE_PATTERN = re.compile(
+    r"head|layer|window|chunk|kv|latent|compress|cross_attention|conv|state|ssm|mamba|shar|pattern|block|"
+    r"interval|period|index|expand|hidden_size|d_model|n_embd|n_embed|(^|_)dim($|_)|sparse|attention|attn|"
+    r"(^|_)(k|v|qk)_|query"
+)
+#: Name fragments that mark a key as cache-shaping even where a weights fragment also matches (kv_lora_rank).
+STRONG_CACHE_PATTERN = re.compile(
+    r"kv_lora|(^|_)kv_|_kv($|_)|head_dim|key_value|window|compress|cross_attention|conv|ssm_state|layer_types|"
+    r"kv_shared|sharing"
+)
+#: Name fragments of keys that can shape the weights only (experts, MLP widths, vocabulary, biases).
+WEIGHTS_PATTERN = re.compile(
+    r"expert|intermediate|vocab|ffn|mlp|moe|inner|multiple_of|lora|group|dense|bias|tie_|router|embed|width|"
+    r"dt_rank|time_step_rank|per_layer_input"
+)
+
+#: Per family, keys the cache pattern would flag that are known not to shape this family's cache, with the
+#: domain they do shape ("weights") or none ("harmless").
+FAMILY_KEYS: dict[str, dict[str, str]] = {
+    "gemma3n_text": {"hidden_size_per_layer_input": "weights", "vocab_size_per_layer_input": "weights"},
+    # MiMo-V2-Flash: the sliding layers' query heads (their KV heads are read).
+    "mimo_v2_flash": {"swa_num_attention_heads": "weights"},
+    # MLA: num_key_value_heads is nominal (the latent is shared by every head); the nope / v head dims and
+    # the query rank size projections only (DeepseekV3Attention); index_n_heads are the indexer's query heads.
+    **{
+        family: {
+            "num_key_value_heads": "harmless",
+            "qk_nope_head_dim": "weights",
+            "v_head_dim": "weights",
+            "q_lora_rank": "weights",
+            "index_n_heads": "weights",
+            "first_k_dense_replace": "weights",
+            "moe_layer_freq": "weights",
+            "head_dim": "harmless",
+        }
+        for family in ("deepseek_v2", "deepseek_v3", "deepseek_v32", "kimi_k2")
+    },
+}
+
+
+def classify_key(family: str, key: str) -> str | None:
+    """What an unread key can shape: "cache", "weights", or None (harmless)."""
+    known = FAMILY_KEYS.get(family, {}).get(key)
+    if known is not None:
+        return None if known == "harmless" else known
+    if key in HARMLESS_KEYS or HARMLESS_PATTERN.search(key):
+        return None
+    if key.endswith("bias"):
+        return "weights"
+    if STRONG_CACHE_PATTERN.search(key) or (CACHE_PATTERN.search(key) and not WEIGHTS_PATTERN.search(key)):
+        return "cache"
+    if WEIGHTS_PATTERN.search(key) or CACHE_PATTERN.search(key):
+        return "weights"
+    return None
+
+
+def unread_key_warnings(
+    model: str, family: str, data: Raw, read: set[str] | frozenset[str], shapes: str
+) -> tuple[ConfigWarning, ...]:
+    """One warning per key of ``data`` that can shape ``shapes`` ("cache" or "weights") and no rule read."""
+    out = []
+    for key in data:
+        if key in read or not isinstance(key, str) or data[key] is None:
+            continue  # a null states nothing
+        if key.startswith("use_") and data[key] is False:
+            continue  # a switch that is off adds nothing
+        if classify_key(family, key) == shapes:
+            message = f"{model}: config key {key!r} can shape the {shapes} but no rule read it: the figure may be wrong"
+            out.append(ConfigWarning(WarningKind.UNREAD_KEY, key, message, shapes))
+    return tuple(out)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -186,18 +544,30 @@ def read_config(raw: object, model: str, source: str = "") -> CacheLayout:
     family = text_family(text, raw)
     f = Fields(model, text, FAMILY_DEFAULTS.get(family, {}))
     rules: list[str] = [f"text config from {nested}"] if nested else []
-    shape = read_shape(f, family, rules)
+    notes: list[ConfigWarning] = []
+    shape = read_shape(f, family, rules, notes)
     layers, mtp = build_layers(f, family, shape, rules)
+    max_context = f.optional_integer("context length", CONTEXT_KEYS)
+    f.consume("model_type")
+    if not known_family(family):
+        message = (
+            f"{model}: model_type {family!r} is not a family kvplan knows: read as a plain decoder from its "
+            "standard keys; the figure may be wrong"
+        )
+        notes.append(ConfigWarning(WarningKind.UNKNOWN_FAMILY, "model_type", message))
+    notes += unread_key_warnings(model, family, text, f.ledger.read, "cache")
     return CacheLayout(
         model=model,
         family=family,
         layers=layers,
         hidden_size=shape.hidden,
         dtype=read_dtype(text, raw),
-        max_context=f.optional_integer("context length", CONTEXT_KEYS),
+        max_context=max_context,
         mtp_layers=mtp,
         rules=tuple(rules),
         source=source,
+        warnings=tuple(notes),
+        read_keys=frozenset(f.ledger.read),
         raw=raw_for_weights(text, raw),
     )
 
@@ -306,7 +676,7 @@ def _check_divides(model: str, heads: int, kv_heads: int) -> None:
         )
 
 
-def read_shape(f: Fields, family: str, rules: list[str]) -> Shape:
+def read_shape(f: Fields, family: str, rules: list[str], notes: list[ConfigWarning]) -> Shape:
     layers = f.integer("layers", LAYER_KEYS)
     if family in PURE_SSM_FAMILIES:
         # Mamba / Mamba2 checkpoints have no attention: their head keys (Mamba2 num_heads, head_dim) are SSM dims.
@@ -314,7 +684,7 @@ def read_shape(f: Fields, family: str, rules: list[str]) -> Shape:
     heads = f.integer("query heads", HEAD_KEYS)
     hidden = f.integer("hidden size", HIDDEN_KEYS)
     head_dim = read_head_dim(f, hidden, heads, rules)
-    kv_heads = read_kv_heads(f, family, heads, rules)
+    kv_heads = read_kv_heads(f, family, heads, rules, notes)
     if kv_heads is not None:
         _check_divides(f.model, heads, kv_heads)
     return Shape(layers, heads, kv_heads or 0, head_dim, hidden)
@@ -332,7 +702,7 @@ def read_head_dim(f: Fields, hidden: int, heads: int, rules: list[str]) -> int:
     return _divide(f.model, hidden, heads)
 
 
-def read_kv_heads(f: Fields, family: str, heads: int, rules: list[str]) -> int | None:
+def read_kv_heads(f: Fields, family: str, heads: int, rules: list[str], notes: list[ConfigWarning]) -> int | None:
     """The KV-head count G, by the first rule that applies. None: the layers state it (Nemotron-NAS)."""
     # Rule falcon_multi_query: Falcon-7B (RefinedWebModel, or falcon without new_decoder_architecture) sets
     # multi_query: one K/V head for 71 query heads, whatever num_kv_heads says (FalconConfig). Falcon-40B
@@ -350,20 +720,26 @@ def read_kv_heads(f: Fields, family: str, heads: int, rules: list[str]) -> int |
         rules.append("KV heads from multi_query_group_num (ChatGLM)")
         return f.integer("KV heads", ("multi_query_group_num",))
     # Rule mpt_attn_config: MPT keeps attention options in attn_config (attn_type, kv_n_heads).
-    attn = f.data.get("attn_config")
-    if isinstance(attn, Mapping):
+    attn = f.nested("attn_config")
+    if attn is not None:
         kind = attn.get("attn_type", "multihead_attention")
         if kind == "multiquery_attention":
             rules.append("attn_config multiquery_attention: one KV head (MPT)")
             return 1
         if kind == "grouped_query_attention":
             rules.append("attn_config kv_n_heads (MPT)")
-            return Fields(f.model, attn, {}).integer("KV heads", ("kv_n_heads",))
+            return attn.integer("KV heads", ("kv_n_heads",))
     # Rule nemotron_nas_block_configs: DeciLM / Nemotron-NAS state KV heads per layer (block_configs).
-    if isinstance(f.data.get("block_configs"), list):
+    if isinstance(f.get("block_configs"), list):
         return None
     if family in MHA_FAMILIES:
         rules.append(f"{family}: multi-head attention (KV heads = query heads)")
+        if family in GQA_CAPABLE_MHA_DEFAULT:
+            message = (
+                f"{f.model}: no KV-head count (num_key_value_heads): assumed {heads} = num_attention_heads, "
+                f"as the {family} config class does"
+            )
+            notes.append(ConfigWarning(WarningKind.ASSUMED, "num_key_value_heads", message))
         return heads
     raise ConfigError(
         f.model,
@@ -462,6 +838,8 @@ def _mamba2_state(f: Fields, prefix: str = "") -> tuple[StateTensor, ...]:
     state = f.integer("ssm_state_size", ("ssm_state_size", "state_size", "mamba_d_state"))
     kernel = f.integer("conv_kernel", ("conv_kernel", "mamba_d_conv"), minimum=2)
     conv_dim = heads * head_dim + 2 * groups * state
+    # expand x hidden = heads x head_dim in these configs (MambaMixer2's intermediate size): redundant.
+    f.consume("expand", "mamba_expand")
     return (
         StateTensor("conv", (conv_dim, kernel - 1)),
         StateTensor("ssm", (heads, head_dim, state), _state_dtype(f)),
@@ -519,7 +897,7 @@ def hybrid_state_layers(f: Fields, family: str, shape: Shape, rules: list[str]) 
 def _hybrid_kinds(f: Fields, family: str, shape: Shape, rules: list[str]) -> list[str] | None:
     # Rule nemotron_h_pattern: Nemotron-H writes one character per block: M = Mamba2, * = attention,
     # - = MLP, E = MoE (transformers NemotronHConfig._pattern_to_list).
-    pattern = f.data.get("hybrid_override_pattern")
+    pattern = f.get("hybrid_override_pattern")
     if isinstance(pattern, str):
         if len(pattern) != shape.layers:
             raise ConfigError(
@@ -535,6 +913,7 @@ def _hybrid_kinds(f: Fields, family: str, shape: Shape, rules: list[str]) -> lis
     )
     if layer_types and any(t in ("linear_attention", "mamba") for t in layer_types):
         rules.append("layer_types with linear-attention / SSM layers")
+        f.consume(*DERIVED_PATTERN_KEYS)
         return [str(t) for t in layer_types]
     # Rule qwen3_next_interval: Qwen3-Next without layer_types: every full_attention_interval-th layer is
     # full attention, the rest Gated DeltaNet (Qwen3NextConfig: (i + 1) % interval == 0 -> full).
@@ -569,10 +948,11 @@ def _attention_types(f: Fields, family: str, shape: Shape, rules: list[str]) -> 
     layer_types = f.sequence("layer types", "layer_types", shape.layers)
     if layer_types is not None:
         rules.append("layer_types from the config")
+        f.consume(*DERIVED_PATTERN_KEYS)
         return [str(t) for t in layer_types]
     window = read_window(f, family, [])
     # Rule exaone_pattern: EXAONE 4 may spell its interleave as a string ("LLLG": local x3, global).
-    pattern_text = f.data.get("sliding_window_pattern")
+    pattern_text = f.get("sliding_window_pattern")
     if isinstance(pattern_text, str) and pattern_text and set(pattern_text) <= {"L", "G"} and window:
         rules.append(f"sliding_window_pattern {pattern_text!r}")
         n = len(pattern_text)
@@ -602,11 +982,13 @@ def _attention_types(f: Fields, family: str, shape: Shape, rules: list[str]) -> 
         rules.append(f"Llama 4: chunked local attention ({chunk} tokens), NoPE layers full")
         return ["chunked_attention" if v else "full_attention" for v in no_rope]
     if not window:
+        f.consume("use_sliding_window", "max_window_layers")  # a switch for a window the config lacks
         return None
     # Rule qwen2_use_sliding_window: Qwen2/Qwen3 configs carry a sliding_window that is off unless
     # use_sliding_window is true, and then only layers i >= max_window_layers slide (Qwen2Config).
-    if "use_sliding_window" in f.data or family in SLIDING_SWITCH_FAMILIES:
+    if f.has("use_sliding_window") or family in SLIDING_SWITCH_FAMILIES:
         if not f.flag("use_sliding_window"):
+            f.consume("sliding_window", "max_window_layers")
             rules.append("use_sliding_window false: sliding_window ignored (Qwen2-style)")
             return None
         first = f.integer("max_window_layers", ("max_window_layers",), minimum=0)
@@ -663,9 +1045,12 @@ def read_window(f: Fields, family: str, rules: list[str]) -> int | None:
     if family == "mimo_v2_flash":
         size = f.optional_integer("sliding_window_size", ("sliding_window_size",))
         if size is not None:
+            f.consume("sliding_window")  # MiMoV2FlashConfig overwrites it from sliding_window_size
             rules.append(f"sliding_window_size {size} previous tokens + the query: window {size + 1}")
             return size + 1
-    return f.optional_integer("sliding window", ("sliding_window",))
+    # Gemma 2 configs repeat the window as sliding_window_size (read as an alias: equal values are consumed,
+    # a different one is left unread and reported).
+    return f.optional_integer("sliding window", ("sliding_window", "sliding_window_size"))
 
 
 def _swa_heads(f: Fields, shape: Shape, rules: list[str]) -> tuple[int, int, int | None] | None:

@@ -149,6 +149,26 @@ def mla_layer(index: int, q_heads: int, kv_lora_rank: int, rope_dim: int, indexe
     )
 
 
+class WarningKind(StrEnum):
+    """Why a figure may be wrong although kvplan answered."""
+
+    UNREAD_KEY = "unread_key"  # a config key that can shape the cache or the weights, and no rule read it
+    UNKNOWN_FAMILY = "unknown_family"  # a model_type no rule names, read as a plain decoder
+    ASSUMED = "assumed"  # a value the config omits, filled by what its config class assumes
+
+
+@dataclass(frozen=True)
+class ConfigWarning:
+    """One thing the reader did not fully understand; ``--strict`` refuses any."""
+
+    kind: WarningKind
+    #: The config key it is about (empty for the model as a whole).
+    key: str
+    message: str
+    #: What the key (or assumption) shapes: "cache" or "weights".
+    shapes: str = "cache"
+
+
 @dataclass(frozen=True)
 class LayerGroup:
     """Consecutive-or-not layers with identical cost, for explanations and breakdowns."""
@@ -179,6 +199,10 @@ class CacheLayout:
     #: Names of the config rules that produced this layout (shown by --explain).
     rules: tuple[str, ...] = ()
     source: str = ""
+    #: What the reader did not fully understand (unread keys, assumptions): the figure may be wrong.
+    warnings: tuple[ConfigWarning, ...] = ()
+    #: The keys of ``raw`` the reader's rules consumed (the weight counter's key accounting starts from them).
+    read_keys: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False, hash=False)
     #: The raw (text) config, kept for weight counting. Not part of equality.
     raw: dict[str, object] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
