@@ -7,6 +7,7 @@ checkout it is the repository's top-level ``configs/``. Adding a model is adding
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -15,7 +16,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from kvplan.errors import CatalogFileError, ConfigFileError
+from kvplan.errors import AmbiguousModelError, CatalogFileError, ConfigFileError
 
 CONFIG_NAMES = ("config.json", "params.json")
 
@@ -73,6 +74,12 @@ def bundled_models() -> dict[str, BundledModel]:
 @cache
 def aliases() -> dict[str, str]:
     """Alias (lower-cased) -> bundled model id, from configs/models/aliases.yaml."""
+    return {key: target for key, (_, target) in _alias_table().items()}
+
+
+@cache
+def _alias_table() -> dict[str, tuple[str, str]]:
+    """Alias (lower-cased) -> (the alias as written in aliases.yaml, bundled model id)."""
     import yaml
 
     where = "kvplan:configs/models/aliases.yaml"
@@ -83,16 +90,87 @@ def aliases() -> dict[str, str]:
     table = data.get("aliases") if isinstance(data, dict) else None
     if not isinstance(table, dict):  # pragma: no cover - the bundled file is tested
         raise CatalogFileError(where, ["aliases: expected a mapping of alias -> model id"])
-    return {str(k).lower(): str(v) for k, v in table.items()}
+    return {str(k).lower(): (str(k), str(v)) for k, v in table.items()}
+
+
+@dataclass(frozen=True)
+class CatalogName:
+    """A name that reaches a bundled model: its own id, or an alias of it."""
+
+    name: str
+    #: The bundled model it stands for.
+    entry: BundledModel
+
+    @property
+    def short(self) -> str:
+        """The name without its organisation, lower-cased: ``gpt-oss-120b`` for ``openai/gpt-oss-120b``."""
+        return self.name.rsplit("/", 1)[-1].lower()
+
+    @property
+    def is_alias(self) -> bool:
+        return self.name != self.entry.model_id
+
+
+@cache
+def names() -> tuple[CatalogName, ...]:
+    """Every bundled id and every alias that points at a bundled model, ids first."""
+    models = bundled_models()
+    own = [CatalogName(entry.model_id, entry) for entry in models.values()]
+    extra = [
+        CatalogName(name, models[target.lower()])
+        for name, target in _alias_table().values()
+        if target.lower() in models
+    ]
+    return (*own, *extra)
 
 
 def lookup(name: str) -> tuple[BundledModel, str | None] | None:
-    """The bundled model for an id or alias (case-insensitive), and the alias used, if any."""
+    """The bundled model for an id, an alias or a short name (all case-insensitive), and the alias it went
+    through, if any. A short name is a name without its organisation (``gpt-oss-120b``, ``llama-2-70b``), or
+    the start of one up to a hyphen (``mixtral-8x7b``) when every name it starts stands for the same model.
+
+    Raises :class:`AmbiguousModelError` when a short name stands for more than one bundled model.
+    """
     key = name.strip().lower()
+    if not key:
+        return None
     models = bundled_models()
     if key in models:
         return models[key], None
-    target = aliases().get(key)
-    if target is not None and target.lower() in models:
-        return models[target.lower()], name
-    return None
+    alias = _alias_table().get(key)
+    if alias is not None and alias[1].lower() in models:
+        return models[alias[1].lower()], alias[0]
+    if "/" in key:
+        return None
+    found = _by_short_name(key)
+    if not found:
+        return None
+    targets = sorted({n.entry.model_id for n in found}, key=str.lower)
+    if len(targets) > 1:
+        raise AmbiguousModelError(name.strip(), targets)
+    via = next((n for n in found if not n.is_alias), found[0])
+    return via.entry, via.name if via.is_alias else None
+
+
+def _by_short_name(key: str) -> list[CatalogName]:
+    """Names whose short form is ``key``; failing that, those whose short form starts with ``key`` + hyphen."""
+    exact = [n for n in names() if n.short == key]
+    if exact:
+        return exact
+    return [n for n in names() if n.short.startswith(key) and n.short[len(key) : len(key) + 1] in ("-", "_")]
+
+
+def suggest(name: str, limit: int = 5) -> list[str]:
+    """Bundled ids and aliases close to ``name`` (difflib over whole names and over short names), best first."""
+    key = name.strip().lower()
+    if not key:
+        return []
+    by_full = {n.name.lower(): n.name for n in names()}
+    by_short: dict[str, str] = {}
+    for n in names():
+        by_short.setdefault(n.short, n.name)
+    short = key.rsplit("/", 1)[-1]
+    found = [by_full[m] for m in difflib.get_close_matches(key, list(by_full), n=limit, cutoff=0.6)]
+    found += [by_short[m] for m in difflib.get_close_matches(short, list(by_short), n=limit, cutoff=0.6)]
+    found += [n.name for n in names() if short in n.short]
+    return list(dict.fromkeys(found))[:limit]

@@ -33,6 +33,11 @@ class KvplanError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def add_hint(self, hint: str) -> None:
+        """Append what would help (a did-you-mean found after the error was raised) to the message."""
+        self.message = f"{self.message}; {hint}"
+        self.args = (self.message,)
+
 
 class ConfigError(KvplanError):
     """A model config is missing a value kvplan needs, or holds one of the wrong type or range."""
@@ -61,6 +66,18 @@ class ModelNotFoundError(KvplanError):
         super().__init__(f"model {model!r}: {detail}")
 
 
+class AmbiguousModelError(KvplanError):
+    """A short model name stands for more than one bundled model."""
+
+    def __init__(self, model: str, candidates: Sequence[str]) -> None:
+        self.model = model
+        self.candidates = tuple(candidates)
+        super().__init__(
+            f"model {model!r} could be any of {len(self.candidates)} bundled models: "
+            f"{', '.join(self.candidates)}; pass one of these ids"
+        )
+
+
 class GatedModelError(KvplanError):
     """The Hub repository is gated or private and the request had no (or an insufficient) token."""
 
@@ -75,9 +92,17 @@ class GatedModelError(KvplanError):
 class OfflineError(KvplanError):
     """HF_HUB_OFFLINE is set (or the network is down) and the config is not in the local cache."""
 
-    def __init__(self, model: str, detail: str = "") -> None:
+    def __init__(self, model: str, detail: str = "", *, revision: str | None = None, bundled: bool = False) -> None:
         self.model = model
+        self.revision = revision
         extra = f" ({detail})" if detail else ""
+        if bundled:
+            # The model is bundled, but a revision was asked for: only the Hub (or its cache) has revisions.
+            super().__init__(
+                f"model {model!r}: revision {revision!r} is not in the local Hugging Face cache and the Hub cannot "
+                f"be reached{extra}; the bundled config has no revisions: drop --revision to use it, or connect"
+            )
+            return
         super().__init__(
             f"model {model!r} is not bundled and not in the local Hugging Face cache, and the Hub cannot be "
             f"reached{extra}: unset HF_HUB_OFFLINE and connect, or pass a local config.json / params.json path"

@@ -1,7 +1,9 @@
 """Where a model's config comes from, in this order:
 
 1. a path: a config.json or params.json file, or a folder holding one;
-2. the bundled catalog (offline, no huggingface_hub import), including the aliases users type;
+2. the bundled catalog (offline, no huggingface_hub import), including the aliases users type and short names
+   without the organisation (``gpt-oss-120b``); a name without an organisation goes no further than the local
+   cache, so a typo gets "did you mean" from the catalog without a network call;
 3. the local Hugging Face cache (HF_HUB_CACHE / HF_HOME), without touching the network;
 4. the Hub through huggingface_hub: config.json only, or params.json when the repo has none (Meta's original
    repos such as meta-llama/Llama-2-70b). ``revision``, ``token`` / HF_TOKEN and HF_HUB_OFFLINE are respected.
@@ -64,22 +66,57 @@ def resolve(model: str, *, revision: str | None = None, token: str | None = None
         return _from_path(text, path)
     if _looks_like_path(text):
         raise ConfigFileError(text, "no such file or folder (pass a config.json / params.json or a folder)")
-    if revision is None:
-        bundled = catalog.lookup(text)
-        if bundled is not None:
-            entry, alias = bundled
-            note = f"same architecture as {alias}" if alias else ""
-            raw = load_json_text(entry.read_text(), entry.location)
-            return ModelSource(text, entry.model_id, "bundled", entry.location, raw, note)
+    bundled = catalog.lookup(text)
+    if bundled is not None:
+        entry, alias = bundled
+        if revision is not None:
+            return _bundled_at_revision(alias or entry.model_id, revision, token)
+        note = f"same architecture as {alias}" if alias else ""
+        raw = load_json_text(entry.read_text(), entry.location)
+        return ModelSource(text, entry.model_id, "bundled", entry.location, raw, note)
     if not _REPO_ID.match(text):
         raise ModelNotFoundError(
             text,
             "not a file, not a bundled model (`kvplan models` lists them) and not a valid Hub id (org/name)",
         )
+    if "/" not in text:
+        return _outside_catalog(text, revision)
+    try:
+        cached = _from_hf_cache(text, revision)
+        if cached is not None:
+            return cached
+        return _from_hub(text, revision, token)
+    except (ModelNotFoundError, OfflineError) as err:
+        close = catalog.suggest(text)
+        if close:
+            err.add_hint(f"bundled models with similar names: {', '.join(close)}")
+        raise
+
+
+def _bundled_at_revision(repo_id: str, revision: str, token: str | None) -> ModelSource:
+    """A bundled model at a named revision: only the Hub (or its local cache) keeps revisions."""
+    cached = _from_hf_cache(repo_id, revision)
+    if cached is not None:
+        return cached
+    try:
+        return _from_hub(repo_id, revision, token)
+    except OfflineError as err:
+        raise OfflineError(repo_id, revision=revision, bundled=True) from err
+
+
+def _outside_catalog(text: str, revision: str | None) -> ModelSource:
+    """A name without an organisation that the catalog does not know. It never goes to the network: a Hub
+    model needs its org/name id; legacy top-level ids (gpt2) already in the local cache are still found."""
     cached = _from_hf_cache(text, revision)
     if cached is not None:
         return cached
-    return _from_hub(text, revision, token)
+    close = catalog.suggest(text)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ModelNotFoundError(
+        text,
+        f"not a bundled model ({hint}`kvplan models` lists them and their short names); "
+        "a model on the Hugging Face Hub needs its full id, org/name",
+    )
 
 
 def _looks_like_path(text: str) -> bool:
