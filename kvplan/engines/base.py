@@ -1,0 +1,425 @@
+"""What every engine shares: options, per-layer costs and results, tensor- and pipeline-parallel
+sharding, and the ideal accounting (what the architecture must keep) that each engine overrides where it differs.
+
+All figures are exact integers. A result keeps the per-layer costs of every pipeline stage, so it can report
+the largest GPU and the whole deployment, and explain what the engine adds over ``ideal`` and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+
+from kvplan.errors import OptionError
+from kvplan.formula import (
+    CacheEstimate,
+    CacheTypes,
+    Explanation,
+    Factor,
+    KindBreakdown,
+    Product,
+    check_positive,
+    estimate,
+    resolve_types,
+    state_bytes,
+    token_bytes,
+)
+from kvplan.layout import CacheLayout, LayerKind, LayerSpec, StateTensor
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Engine knobs, named as the engines name them. None = the engine's default (stated in the output)."""
+
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    #: vLLM --block-size / TensorRT-LLM tokens_per_block / SGLang --page-size.
+    block_size: int | None = None
+    #: vLLM --max-num-batched-tokens (sliding and chunked layers keep this many extra tokens).
+    max_num_batched_tokens: int | None = None
+    #: llama.cpp -ub / --ubatch-size and --swa-full.
+    n_ubatch: int = 512
+    swa_full: bool = False
+    #: llama.cpp --kv-unified: one cache stream shared by all sequences (the server's default with -np).
+    kv_unified: bool = True
+    #: vLLM --enable-prefix-caching (default on in 0.33): Mamba layers then keep their state in "align" mode.
+    enable_prefix_caching: bool = True
+    #: vLLM async scheduling (default on): two batches in flight, so sliding layers keep twice the batched tokens.
+    async_scheduling: bool = True
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One layer's cache on one GPU, for the whole batch."""
+
+    spec: LayerSpec  # as held by one GPU (heads after tensor parallelism)
+    #: Token slots held for the whole batch (pages x block size, cells ...).
+    slots: int
+    slot_bytes: int
+    #: Fixed bytes for the whole batch (SSM / linear-attention state).
+    fixed_bytes: int
+    #: How ``slots`` / ``fixed_bytes`` came about, in words with numbers.
+    how: str = ""
+
+    @property
+    def total(self) -> int:
+        return self.slots * self.slot_bytes + self.fixed_bytes
+
+
+@dataclass(frozen=True)
+class EngineEstimate:
+    """A layout costed under one engine's rules, for ``batch`` sequences of ``ctx`` tokens."""
+
+    engine: str
+    ideal: CacheEstimate
+    types: CacheTypes
+    ctx: int
+    batch: int
+    tp: int
+    pp: int
+    #: Per pipeline stage, the layers one GPU of that stage holds.
+    stages: tuple[tuple[LayerCost, ...], ...]
+    #: The engine rules that applied here, in words.
+    rules: tuple[str, ...]
+    #: Extra engine facts (block size, pages per sequence ...) for display and JSON.
+    facts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def stage_bytes(self) -> tuple[int, ...]:
+        return tuple(sum(c.total for c in stage) for stage in self.stages)
+
+    @property
+    def per_gpu_bytes(self) -> int:
+        """The largest GPU: the stage with the most cache."""
+        return max(self.stage_bytes)
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def deployment_bytes(self) -> int:
+        """Every GPU together (replicated heads and latents counted on each rank)."""
+        return sum(self.stage_bytes) * self.tp
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Bytes one more token slot costs across the deployment (every rank of every stage)."""
+        return sum(c.slot_bytes for stage in self.stages for c in stage) * self.tp
+
+    @property
+    def largest_stage(self) -> tuple[LayerCost, ...]:
+        sizes = self.stage_bytes
+        return self.stages[sizes.index(max(sizes))]
+
+    def breakdown(self) -> tuple[KindBreakdown, ...]:
+        """Per layer kind, for one GPU of the largest stage."""
+        out = []
+        for kind in LayerKind:
+            costs = [c for c in self.largest_stage if c.spec.kind is kind]
+            if costs:
+                total = sum(c.total for c in costs)
+                out.append(
+                    KindBreakdown(
+                        kind=kind,
+                        layers=len(costs),
+                        bytes_per_token=sum(c.slot_bytes for c in costs),
+                        tokens_held=max(c.slots for c in costs),
+                        state_bytes_per_sequence=sum(c.fixed_bytes for c in costs) // self.batch,
+                        bytes_per_sequence=total // self.batch,
+                        total_bytes=total,
+                    )
+                )
+        return tuple(out)
+
+    def explanation(self) -> Explanation:
+        """One line per group of identical layer costs on one GPU of the largest stage."""
+        groups: dict[tuple[object, ...], list[LayerCost]] = {}
+        for cost in self.largest_stage:
+            key = (cost.spec.signature(), cost.spec.index < 0, cost.slots, cost.slot_bytes, cost.fixed_bytes, cost.how)
+            groups.setdefault(key, []).append(cost)
+        lines = []
+        for costs in groups.values():
+            c = costs[0]
+            label = f"{len(costs)} {c.spec.kind.value.replace('_', ' ')} layer{'s' if len(costs) > 1 else ''}"
+            if c.spec.index < 0:
+                label = "padding slots"
+            n = Factor(len(costs), "layers")
+            factors: tuple[Factor, ...] = (n, Factor(c.total, "B"))
+            if c.slots and not c.fixed_bytes:
+                factors = (n, Factor(c.slots, "token slots"), Factor(c.slot_bytes, "B per slot"))
+            lines.append(Product(label, factors, len(costs) * c.total, c.how))
+        total = sum(line.result for line in lines)
+        return Explanation(lines=tuple(lines), total=total, notes=self.rules)
+
+
+def split_layers(layers: Sequence[LayerSpec], pp: int) -> tuple[tuple[LayerSpec, ...], ...]:
+    """Contiguous pipeline stages as vLLM's get_pp_indices makes them (vllm/distributed/utils.py): every stage
+    gets L // pp layers and the remainder goes one each to the stages before the last, counting back from the
+    second-to-last (the last stage also holds the LM head)."""
+    n = len(layers)
+    if pp > n:
+        raise OptionError("--pipeline-parallel-size", f"{pp} stages for {n} layers; at most {n}")
+    sizes = [n // pp] * pp
+    for i in range(2, n % pp + 2):
+        sizes[-i] += 1
+    stages, start = [], 0
+    for size in sizes:
+        stages.append(tuple(layers[start : start + size]))
+        start += size
+    return tuple(stages)
+
+
+def heads_per_rank(kv_heads: int, tp: int) -> int:
+    """K/V heads one tensor-parallel rank holds: H_kv / tp, or one full copy of a head when tp > H_kv.
+
+    vLLM (ModelConfig.get_num_kv_heads: max(1, total // tp)), SGLang (get_num_kv_heads) and TensorRT-LLM's
+    allocator replicate heads when there are fewer heads than ranks, so total KV memory grows with tp.
+    """
+    return max(1, kv_heads // tp)
+
+
+def check_tp(layout: CacheLayout, tp: int) -> None:
+    """Tensor parallelism must split the query heads evenly and split or replicate the KV heads evenly."""
+    for layer in layout.layers:
+        if layer.q_heads and layer.q_heads % tp:
+            raise OptionError(
+                "--tensor-parallel-size", f"{tp} does not divide the {layer.q_heads} query heads of {layout.model}"
+            )
+        if layer.kind.has_kv_heads:
+            h = layer.k_heads
+            if (h >= tp and h % tp) or (h < tp and tp % h):
+                raise OptionError(
+                    "--tensor-parallel-size",
+                    f"{tp} ranks cannot share {h} KV heads evenly (need tp | {h} or {h} | tp)",
+                )
+
+
+def shard_state(tensor: StateTensor, tp: int) -> StateTensor:
+    # Linear-attention and Mamba states split their first axis (heads or channels) across tensor-parallel ranks.
+    first, *rest = tensor.shape
+    return replace(tensor, shape=(cdiv(first, tp), *rest))
+
+
+def shard(layer: LayerSpec, tp: int) -> LayerSpec:
+    """What one tensor-parallel rank holds of a layer. An MLA latent is one shared head: kept whole."""
+    if tp == 1:
+        return layer
+    if layer.kind.has_kv_heads:
+        h = heads_per_rank(layer.k_heads, tp)
+        return replace(layer, q_heads=layer.q_heads // tp, k_heads=h, v_heads=heads_per_rank(layer.v_heads, tp))
+    if layer.kind is LayerKind.STATE:
+        return replace(layer, state=tuple(shard_state(t, tp) for t in layer.state))
+    return layer
+
+
+def tp_rule(layout: CacheLayout, tp: int) -> list[str]:
+    if tp == 1:
+        return []
+    rules = []
+    heads = {layer.k_heads for layer in layout.attention_layers}
+    for h in sorted(heads):
+        if tp > h:
+            rules.append(
+                f"tp {tp} > {h} KV heads: every rank keeps one full head, so the {h} heads are copied {tp // h}x "
+                "across the ranks"
+            )
+        else:
+            rules.append(f"tp {tp}: each rank holds {h // tp} of the {h} KV heads")
+    if any(layer.kind is LayerKind.MLA for layer in layout.layers):
+        rules.append(
+            f"MLA: the latent is one shared head, kept whole on every one of the {tp} ranks (tp does not shrink it)"
+        )
+    return rules
+
+
+class Engine:
+    """The ideal accounting: what the architecture must keep. Subclasses override the rules that differ."""
+
+    name = "ideal"
+    summary = "what the architecture must keep: windows capped at the window, no paging, no padding"
+    #: Whether --tensor-parallel-size means anything for this engine (pipeline stages always split layers).
+    shards_heads = True
+    #: Engines that run in one process accept neither tp nor pp.
+    single_process = False
+    #: True when ``batch`` sequences cost exactly ``batch`` times one sequence (every engine but llama.cpp, whose
+    #: unified cache pads ctx x batch as a whole). Solvers use it to avoid recomputing per batch.
+    linear_in_batch = True
+
+    # -- rules, per layer (override what differs) ------------------------------------------------------------
+
+    #: The KV dtypes this engine offers (None: any kvplan knows).
+    TYPES: tuple[str, ...] | None = None
+    #: Whether K and V may use different dtypes (llama.cpp --cache-type-k / --cache-type-v).
+    split_kv_types = True
+
+    def cache_types(self, layout: CacheLayout, kv_cache_dtype: str, k: str | None, v: str | None) -> CacheTypes:
+        if not self.split_kv_types and (k is not None or v is not None):
+            raise OptionError("--cache-type-k", f"--engine {self.name} stores K and V in one --kv-cache-dtype")
+        types = resolve_types(layout, kv_cache_dtype, k_dtype=k, v_dtype=v)
+        if self.TYPES is not None:
+            allowed_types(self.name, types, self.TYPES)
+        return types
+
+    def prepare(self, layout: CacheLayout) -> tuple[LayerSpec, ...]:
+        """The layers as this engine stores them (before tensor parallelism)."""
+        return layout.layers
+
+    def shard(self, layer: LayerSpec, tp: int) -> LayerSpec:
+        return shard(layer, tp)
+
+    def slots(self, layer: LayerSpec, ctx: int, batch: int, opts: EngineOptions) -> tuple[int, str]:
+        """Token slots this layer holds for ``batch`` sequences of ``ctx`` tokens, and how."""
+        held = layer.tokens_held(ctx)
+        how = ""
+        if layer.window is not None and layer.kind in (LayerKind.SLIDING, LayerKind.CHUNKED):
+            how = f"min(ctx {ctx:,}, {'window' if layer.kind is LayerKind.SLIDING else 'chunk'} {layer.window:,})"
+        return held * batch, how
+
+    def slot_bytes(self, layer: LayerSpec, types: CacheTypes) -> int:
+        return token_bytes(layer, types)
+
+    def fixed_bytes(self, layer: LayerSpec, types: CacheTypes) -> int:
+        """Fixed bytes per sequence (SSM / linear-attention state)."""
+        return state_bytes(layer, types)
+
+    def rules(self, layout: CacheLayout, ctx: int, batch: int, opts: EngineOptions) -> list[str]:
+        return []
+
+    def facts(self, layout: CacheLayout, ctx: int, opts: EngineOptions) -> dict[str, int]:
+        return {}
+
+    # -- assembly ----------------------------------------------------------------------------------------------
+
+    def layer_cost(self, layer: LayerSpec, ctx: int, batch: int, types: CacheTypes, opts: EngineOptions) -> LayerCost:
+        slots, how = self.slots(layer, ctx, batch, opts)
+        fixed = self.fixed_bytes(layer, types)
+        if fixed and not how:
+            how = "one fixed state per sequence"
+        return LayerCost(layer, slots, self.slot_bytes(layer, types) if slots else 0, fixed * batch, how)
+
+    def stage_layers(self, layout: CacheLayout, opts: EngineOptions) -> tuple[tuple[LayerSpec, ...], ...]:
+        """Per pipeline stage, the layers one GPU holds (heads already split by tensor parallelism)."""
+        tp = opts.tensor_parallel_size
+        return tuple(
+            tuple(self.shard(layer, tp) for layer in stage)
+            for stage in split_layers(self.prepare(layout), opts.pipeline_parallel_size)
+        )
+
+    def stage_costs(
+        self, layout: CacheLayout, ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
+    ) -> tuple[tuple[LayerCost, ...], ...]:
+        """Per pipeline stage, what one GPU of that stage holds, layer by layer."""
+        return tuple(
+            tuple(self.layer_cost(layer, ctx, batch, types, opts) for layer in stage)
+            for stage in self.stage_layers(layout, opts)
+        )
+
+    def validate(self, layout: CacheLayout, opts: EngineOptions) -> None:
+        tp = check_positive("--tensor-parallel-size", opts.tensor_parallel_size)
+        pp = check_positive("--pipeline-parallel-size", opts.pipeline_parallel_size)
+        if self.single_process and (tp > 1 or pp > 1):
+            raise OptionError("--tensor-parallel-size", f"--engine {self.name} runs in one process: use 1")
+        if tp > 1 and not self.shards_heads:
+            raise OptionError(
+                "--tensor-parallel-size", f"--engine {self.name} splits layers, not heads: use --pipeline-parallel-size"
+            )
+        check_tp(layout, tp)
+        for name in ("block_size", "max_num_batched_tokens"):
+            value = getattr(opts, name)
+            if value is not None:
+                check_positive("--" + name.replace("_", "-"), value)
+        check_positive("--ubatch-size", opts.n_ubatch)
+
+    def estimate(
+        self,
+        layout: CacheLayout,
+        ctx: int,
+        batch: int,
+        *,
+        kv_cache_dtype: str = "auto",
+        k_dtype: str | None = None,
+        v_dtype: str | None = None,
+        opts: EngineOptions | None = None,
+    ) -> EngineEstimate:
+        opts = opts or EngineOptions()
+        check_positive("--ctx", ctx)
+        check_positive("--batch", batch)
+        self.validate(layout, opts)
+        types = self.cache_types(layout, kv_cache_dtype, k_dtype, v_dtype)
+        stages = self.stage_costs(layout, ctx, batch, types, opts)
+        return EngineEstimate(
+            engine=self.name,
+            ideal=estimate(layout, ctx, batch, types),
+            types=types,
+            ctx=ctx,
+            batch=batch,
+            tp=opts.tensor_parallel_size,
+            pp=opts.pipeline_parallel_size,
+            stages=stages,
+            rules=(*tp_rule(layout, opts.tensor_parallel_size), *self.rules(layout, ctx, batch, opts)),
+            facts=self.facts(layout, ctx, opts),
+        )
+
+
+def fp8_indexer_token_bytes(layer: LayerSpec, types: CacheTypes) -> int:
+    """Bytes per token of a layer whose DSA indexer keys are stored in fp8 with one fp32 scale per 128 values
+    (DeepSeek-V3.2: index_head_dim + index_head_dim / 128 x 4 = 132 B), whatever the KV dtype: SGLang's
+    _compute_dsa_indexer_cell_size and vLLM's indexer cache both keep them this way."""
+    if layer.kind is LayerKind.MLA and layer.indexer_head_dim:
+        latent = replace(layer, indexer_head_dim=0)
+        return token_bytes(latent, types) + layer.indexer_head_dim + layer.indexer_head_dim // 128 * 4
+    return token_bytes(layer, types)
+
+
+def allowed_types(engine: str, types: CacheTypes, names: Sequence[str]) -> None:
+    """Reject KV dtypes an engine does not offer (vLLM has no plain int8, llama.cpp no fp8 ...)."""
+    for t in {types.k.name, types.v.name}:
+        if t not in names:
+            raise OptionError(
+                "--kv-cache-dtype", f"--engine {engine} does not store KV as {t}; it offers: {', '.join(names)}"
+            )
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Blocks / tokens / cells an engine allocates from ``kv_memory_bytes`` per GPU, and its concurrency."""
+
+    engine: str
+    kv_memory_bytes: int
+    max_model_len: int
+    #: vLLM / TRT-LLM blocks; None for engines without blocks.
+    block_size: int | None
+    num_blocks: int | None
+    kv_tokens: int
+    #: How many requests of max_model_len fit at once (exact fraction; vLLM prints it with two decimals).
+    max_concurrency: Fraction
+    #: The arithmetic, line by line.
+    lines: tuple[str, ...]
+    facts: dict[str, int] = field(default_factory=dict)
+    kv_dtype: str = ""
+
+    @property
+    def max_concurrent_requests(self) -> int:
+        return int(self.max_concurrency)
+
+
+def _sum_slot_bytes(stage: Sequence[LayerCost]) -> int:
+    return sum(c.slot_bytes for c in stage)
+
+
+def largest(fits: Callable[[int], bool], hi: int = 1 << 40) -> int:
+    """The largest n >= 0 with fits(n), for a monotone fits (fits(0) is assumed true)."""
+    lo = 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

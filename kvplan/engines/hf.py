@@ -1,0 +1,75 @@
+"""Hugging Face transformers (DynamicCache)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from kvplan.engines.base import Engine, EngineOptions
+from kvplan.formula import CacheTypes, resolve_types
+from kvplan.layout import CacheLayout, LayerKind, LayerSpec
+
+
+class HFEngine(Engine):
+    """Hugging Face transformers 5.x DynamicCache, exactly the tensors it holds after a forward pass.
+
+    Rules (transformers/cache_utils.py and the model files, read at 5.23.0; checked by tests/test_oracle.py):
+    - dtype: K/V in the model's own dtype (an fp32 config stays fp32: from_pretrained loads dtype "auto").
+    - full layers (DynamicLayer): every token, [batch, kv_heads, seq, head_dim] for K and for V.
+    - sliding and chunked layers (DynamicSlidingWindowLayer; Llama 4's chunked layers too): the last
+      sliding_window - 1 tokens (window = attention_chunk_size for chunked layers).
+    - MLA (DeepSeek V2/V3, Kimi-K2 as deepseek_v3): keys = the kv_lora_rank latent, values = the rope key, one
+      head; V3.2 adds indexer_keys [batch, seq, index_head_dim].
+    - linear attention / Mamba (LinearAttentionLayer): conv_states [batch, conv_dim, kernel] in the model dtype
+      (the whole kernel, not kernel - 1) and recurrent_states in float32 (the torch kernels keep the state in
+      fp32: Qwen3-Next / Qwen3.5 GatedDeltaNet, Nemotron-H Mamba2).
+    - Falcon with the new decoder architecture (Falcon-40B) broadcasts K/V to all query heads before caching
+      (models/falcon/modeling_falcon.py: num_kv_heads = num_heads if new_decoder_architecture).
+    """
+
+    name = "hf"
+    summary = "transformers DynamicCache: sliding layers keep window - 1 tokens, fp32 recurrent state"
+    single_process = True
+
+    def cache_types(self, layout: CacheLayout, kv_cache_dtype: str, k: str | None, v: str | None) -> CacheTypes:
+        return resolve_types(layout, kv_cache_dtype, k_dtype=k, v_dtype=v, keep_fp32=True)
+
+    @staticmethod
+    def broadcasts_heads(layout: CacheLayout) -> bool:
+        return layout.family == "RefinedWeb" or (
+            layout.family == "falcon" and bool(layout.raw.get("new_decoder_architecture"))
+        )
+
+    def prepare(self, layout: CacheLayout) -> tuple[LayerSpec, ...]:
+        layers = []
+        for layer in layout.layers:
+            if self.broadcasts_heads(layout) and layer.kind.has_kv_heads:
+                layer = replace(layer, k_heads=layer.q_heads, v_heads=layer.q_heads)
+            if layer.kind is LayerKind.STATE:
+                layer = replace(
+                    layer,
+                    state=tuple(
+                        replace(t, shape=(t.shape[0], t.shape[1] + 1))
+                        if t.name == "conv"
+                        else replace(t, dtype="float32")
+                        for t in layer.state
+                    ),
+                )
+            layers.append(layer)
+        return tuple(layers)
+
+    def slots(self, layer: LayerSpec, ctx: int, batch: int, opts: EngineOptions) -> tuple[int, str]:
+        if layer.kind in (LayerKind.SLIDING, LayerKind.CHUNKED) and layer.window is not None:
+            return min(ctx, layer.window - 1) * batch, f"min(ctx {ctx:,}, window {layer.window:,} - 1)"
+        return super().slots(layer, ctx, batch, opts)
+
+    def rules(self, layout: CacheLayout, ctx: int, batch: int, opts: EngineOptions) -> list[str]:
+        out = []
+        if any(layer.kind in (LayerKind.SLIDING, LayerKind.CHUNKED) for layer in layout.layers):
+            out.append("sliding / chunked layers keep the last window - 1 tokens (DynamicSlidingWindowLayer)")
+        if any(layer.kind is LayerKind.STATE for layer in layout.layers):
+            out.append("linear-attention / SSM layers: conv state of the whole kernel, recurrent state in float32")
+        if layout.dtype == "float32":
+            out.append("K/V in float32: transformers keeps the checkpoint's dtype (pass --kv-cache-dtype to change)")
+        if self.broadcasts_heads(layout):
+            out.append("Falcon new decoder architecture: K/V broadcast to every query head before caching")
+        return out

@@ -1,0 +1,87 @@
+"""The engines kvplan knows, by name: lookup, capacity and the KV budget per engine."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from kvplan.engines.base import Capacity, Engine, EngineOptions
+from kvplan.engines.hf import HFEngine
+from kvplan.engines.ideal import ideal_capacity
+from kvplan.engines.llamacpp import LlamaCppEngine, llamacpp_capacity
+from kvplan.engines.sglang import SGLangEngine, sglang_capacity
+from kvplan.engines.trtllm import TRTLLMEngine, trtllm_capacity
+from kvplan.engines.vllm import VLLMEngine, vllm_capacity
+from kvplan.errors import OptionError
+from kvplan.formula import check_positive
+from kvplan.layout import CacheLayout
+
+ENGINES = ("ideal", "vllm", "sglang", "llama.cpp", "trtllm", "hf")
+
+
+ENGINE_CLASSES: dict[str, type[Engine]] = {
+    "ideal": Engine,
+    "vllm": VLLMEngine,
+    "sglang": SGLangEngine,
+    "llama.cpp": LlamaCppEngine,
+    "trtllm": TRTLLMEngine,
+    "hf": HFEngine,
+}
+
+
+def get_engine(name: str) -> Engine:
+    key = name.strip().lower()
+    aliases = {
+        "transformers": "hf",
+        "llamacpp": "llama.cpp",
+        "llama-cpp": "llama.cpp",
+        "tensorrt-llm": "trtllm",
+        "trt-llm": "trtllm",
+    }
+    key = aliases.get(key, key)
+    if key not in ENGINE_CLASSES:
+        raise OptionError("--engine", f"unknown engine {name!r}; choose one of: {', '.join(ENGINE_CLASSES)}")
+    return ENGINE_CLASSES[key]()
+
+
+def capacity(
+    engine_name: str,
+    layout: CacheLayout,
+    kv_memory: int,
+    max_model_len: int,
+    *,
+    kv_cache_dtype: str = "auto",
+    opts: EngineOptions | None = None,
+) -> Capacity:
+    """What ``engine_name`` allocates from ``kv_memory`` bytes per GPU, computed the way that engine does."""
+    check_positive("--kv-memory", kv_memory)
+    check_positive("--max-model-len", max_model_len)
+    opts = opts or EngineOptions()
+    engine = get_engine(engine_name)
+    if isinstance(engine, VLLMEngine):
+        return vllm_capacity(engine, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+    if isinstance(engine, SGLangEngine):
+        return sglang_capacity(engine, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+    if isinstance(engine, LlamaCppEngine):
+        return llamacpp_capacity(engine, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+    if isinstance(engine, TRTLLMEngine):
+        return trtllm_capacity(engine, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+    return ideal_capacity(engine, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+
+
+def kv_budget(engine_name: str, usable: int, weights: int, reserve: int, fraction: Fraction) -> tuple[int, str]:
+    """The KV memory per GPU an engine sets aside from a GPU, and the rule in words.
+
+    vLLM (and SGLang's mem_fraction_static, llama.cpp, transformers): ceil(usable x fraction) - weights - reserve.
+    TensorRT-LLM: free_gpu_memory_fraction applies to what is left after weights and activations:
+    floor((usable - weights - reserve) x fraction).
+    """
+    if get_engine(engine_name).name == "trtllm":
+        kv = (usable - weights - reserve) * fraction
+        value = kv.numerator // kv.denominator
+        return value, (
+            f"({usable:,} - {weights:,} weights - {reserve:,} reserve) x {fraction} = {value:,} B "
+            "(TensorRT-LLM: the fraction applies to free memory)"
+        )
+    requested = -(-usable * fraction.numerator // fraction.denominator)
+    value = requested - weights - reserve
+    return value, f"ceil({usable:,} x {fraction}) - {weights:,} weights - {reserve:,} reserve = {value:,} B"
