@@ -448,7 +448,7 @@ def test_verify_refuted_prediction_exits_1(monkeypatch: pytest.MonkeyPatch) -> N
 
     from .test_verify import perturb
 
-    monkeypatch.setattr(verify, "predict", perturb(+2))
+    monkeypatch.setattr(verify.runner, "predict", perturb(+2))
     code, _, err = run(
         "verify", "--device", "cpu", "--model", str(FIXTURES / "gqa"), "--ctx", "64", "--no-timing", "--no-probe"
     )

@@ -181,7 +181,7 @@ def perturb(delta: int) -> Any:
 
 def test_a_wrong_prediction_is_refuted_naming_the_check_and_the_difference(monkeypatch: pytest.MonkeyPatch) -> None:
     plan = VerifyPlan("tiny", tiny_layout(), ctx=100, batch=2, engine="hf")
-    monkeypatch.setattr(verify, "predict", perturb(+2))
+    monkeypatch.setattr(verify.runner, "predict", perturb(+2))
     report = run(plan)
     assert not report.ok
     (bad,) = report.refuted
@@ -196,7 +196,7 @@ def test_a_wrong_prediction_is_refuted_naming_the_check_and_the_difference(monke
 
 def test_a_plan_predicted_to_fit_that_does_not_is_refuted(monkeypatch: pytest.MonkeyPatch) -> None:
     plan = VerifyPlan("tiny", tiny_layout(), ctx=1000, batch=4, engine="hf")  # 1,024,000 B
-    monkeypatch.setattr(verify, "predict", perturb(-100))  # predicts 624,000 B
+    monkeypatch.setattr(verify.runner, "predict", perturb(-100))  # predicts 624,000 B
     report = run(plan, max_bytes=900_000)
     fit = next(c for c in report.checks if c.kind == "fits")
     assert not fit.ok

@@ -1,0 +1,31 @@
+"""What every part of verify shares: units, the progress callback, the torch import."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kvplan.errors import TorchMissingError
+
+if TYPE_CHECKING:
+    pass
+
+
+MiB = 2**20
+
+
+GiB = 2**30
+
+
+#: ``on_progress(task, done, total)``: ``task`` names the plan and the phase ("Llama-2-7B G=32",
+#: "Llama-2-7B G=32: probe batch 4", "Llama-2-7B G=32: timing"); ``done`` of ``total`` layers (or repeats).
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def import_torch() -> Any:
+    """torch, or :class:`~kvplan.errors.TorchMissingError` naming ``pip install "kvplan[verify]"``."""
+    try:
+        import torch
+    except ImportError:
+        raise TorchMissingError() from None
+    return torch

@@ -1,0 +1,100 @@
+"""Entry points: verify a list of plans, or the self-check suite."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from kvplan.formula import check_positive
+
+if TYPE_CHECKING:
+    pass
+from kvplan.verify.arena import _empty_cache
+from kvplan.verify.common import ProgressCallback, import_torch
+from kvplan.verify.device import _open, open_device
+from kvplan.verify.plans import VerifyPlan, predict, self_check_plans
+from kvplan.verify.probe import _probe
+from kvplan.verify.results import Check, DeviceInfo, VerifyReport
+from kvplan.verify.runner import _run_plan
+
+
+def run_verify(
+    plans: Sequence[VerifyPlan],
+    device: str = "cpu",
+    *,
+    max_bytes: int | None = None,
+    gpu: str | None = None,
+    timing: bool = True,
+    probe: bool = True,
+    repeats: int = 5,
+    warmup: int = 1,
+    time_budget_s: float = 2.0,
+    on_progress: ProgressCallback | None = None,
+    device_info: DeviceInfo | None = None,
+) -> VerifyReport:
+    """Allocate, measure and check every plan on ``device``; probe the plans marked ``probe`` (when ``probe``);
+    time a decode step over each allocated cache (when ``timing``).
+
+    Memory is released after each plan and on any exception (Ctrl-C included). Raises TorchMissingError,
+    DeviceUnavailableError or OptionError before allocating anything; a plan that runs out of memory is a
+    result, not an exception.
+    """
+    check_positive("--repeats", repeats)
+    info = device_info or open_device(device, max_bytes=max_bytes, gpu=gpu)
+    torch = import_torch()
+    dev, _ = _open(torch, info.device)
+    for plan in plans:  # usage errors (a dtype the engine lacks ...) before any allocation
+        predict(plan)
+    bandwidth = info.catalog.bandwidth_tbps if info.catalog is not None else None
+    results = []
+    checks: list[Check] = []
+    try:
+        for plan in plans:
+            result, plan_checks = _run_plan(
+                torch,
+                dev,
+                plan,
+                info.cap_bytes,
+                timing=timing,
+                repeats=repeats,
+                warmup=warmup,
+                time_budget_s=time_budget_s,
+                bandwidth_tbps=bandwidth,
+                on_progress=on_progress,
+            )
+            checks.extend(plan_checks)
+            if probe and plan.probe:
+                probe_result, probe_check = _probe(torch, dev, plan, info.cap_bytes, on_progress)
+                result = replace(result, probe=probe_result)
+                checks.append(probe_check)
+            results.append(result)
+    finally:
+        _empty_cache(torch, dev)
+    return VerifyReport(info, tuple(results), tuple(checks))
+
+
+def self_check(
+    device: str = "cpu",
+    *,
+    max_bytes: int | None = None,
+    gpu: str | None = None,
+    timing: bool = True,
+    probe: bool = True,
+    repeats: int = 5,
+    time_budget_s: float = 2.0,
+    on_progress: ProgressCallback | None = None,
+) -> VerifyReport:
+    """``kvplan verify`` without ``--model``: :func:`self_check_plans` scaled to the device, then :func:`run_verify`."""
+    info = open_device(device, max_bytes=max_bytes, gpu=gpu)
+    return run_verify(
+        self_check_plans(info.available_bytes),
+        info.device,
+        max_bytes=max_bytes,
+        timing=timing,
+        probe=probe,
+        repeats=repeats,
+        time_budget_s=time_budget_s,
+        on_progress=on_progress,
+        device_info=info,
+    )
