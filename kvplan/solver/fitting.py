@@ -1,0 +1,262 @@
+"""fit: the longest context, the most sequences and the fewest GPUs for a plan."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kvplan.errors import OptionError
+from kvplan.formula import with_kv_heads
+from kvplan.layout import CacheLayout
+from kvplan.plan import default_context
+from kvplan.resolve import ModelSource, resolve
+
+if TYPE_CHECKING:
+    from kvplan.formula import CacheTypes
+    from kvplan.gpus import Budget, GpuSelection
+    from kvplan.weights import WeightEstimate
+
+#: A context that still fits at 2^50 tokens (a petabyte per GPU at one byte per token) means the cache stopped
+#: growing (state or windowed layers only): the largest context is "unbounded".
+from kvplan.solver.search import CTX_CAP
+from kvplan.solver.shared import _GPU_HINT, _as_counts, _Hardware, _reserve, _Setup, select_gpu, tensor_parallel
+
+
+@dataclass(frozen=True)
+class CtxAnswer:
+    """The longest context that fits at one batch."""
+
+    batch: int
+    #: None: unbounded (the cache stops growing); 0: not even one token fits.
+    ctx: int | None
+    #: Per-GPU KV at that context (at the plateau when unbounded, at ctx 1 when nothing fits).
+    kv_bytes: int
+    kv_budget_bytes: int
+
+    @property
+    def missing_bytes(self) -> int:
+        """Per GPU, what is missing for one token when nothing fits (else 0)."""
+        return max(0, self.kv_bytes - self.kv_budget_bytes) if self.ctx == 0 else 0
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    """The most concurrent sequences that fit at one context."""
+
+    ctx: int
+    #: None: a sequence costs nothing; 0: not even one fits.
+    batch: int | None
+    #: Per-GPU KV at that batch (of one sequence when nothing fits).
+    kv_bytes: int
+    kv_budget_bytes: int
+
+    @property
+    def missing_bytes(self) -> int:
+        return max(0, self.kv_bytes - self.kv_budget_bytes) if self.batch == 0 else 0
+
+
+@dataclass(frozen=True)
+class GpusAnswer:
+    """The fewest tensor-parallel GPUs on which ``batch`` x ``ctx`` fits."""
+
+    ctx: int
+    batch: int
+    #: None: no allowed tp fits.
+    tp: int | None
+    #: The tp values the model and engine allow (those tried, ascending).
+    tried: tuple[int, ...]
+    #: At ``tp`` (or at the largest tried when none fits): per-GPU KV and budget.
+    kv_bytes: int
+    budget: Budget | None
+    #: At ``tp``: the longest context at this batch and the most sequences at this ctx.
+    max_ctx: int | None
+    max_batch: int | None
+
+
+@dataclass(frozen=True)
+class FitCheck:
+    """Whether ``batch`` x ``ctx`` fits on the plan's GPUs."""
+
+    ctx: int
+    batch: int
+    kv_bytes: int
+    kv_budget_bytes: int
+
+    @property
+    def fits(self) -> bool:
+        return self.kv_bytes <= self.kv_budget_bytes
+
+    @property
+    def headroom_bytes(self) -> int:
+        return self.kv_budget_bytes - self.kv_bytes
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """Everything ``kvplan fit`` shows. Bytes are per GPU."""
+
+    source: ModelSource
+    layout: CacheLayout
+    own_g: int | None
+    gpu: GpuSelection
+    engine: str
+    tp: int
+    kv_types: CacheTypes
+    weights: WeightEstimate
+    budget: Budget
+    ctx_source: str
+    ctxs: tuple[int, ...]
+    batches: tuple[int, ...]
+    #: One per batch: the longest context.
+    max_ctx: tuple[CtxAnswer, ...]
+    #: One per context: the most sequences.
+    max_batch: tuple[BatchAnswer, ...]
+    #: One per (ctx, batch): the fewest GPUs.
+    min_gpus: tuple[GpusAnswer, ...]
+    #: One per (ctx, batch): does it fit on the plan's GPUs.
+    checks: tuple[FitCheck, ...]
+    notes: tuple[str, ...]
+
+    @property
+    def fits(self) -> bool:
+        return all(c.fits for c in self.checks)
+
+    @property
+    def grows_with_context(self) -> bool:
+        return any(kind.grows_with_context for kind in self.layout.kinds)
+
+
+def fit(
+    model: str,
+    *,
+    gpu: str | GpuSelection | None,
+    ctx: int | Sequence[int] | None = None,
+    batch: int | Sequence[int] = 1,
+    kv_cache_dtype: str = "auto",
+    kv_heads: int | None = None,
+    engine: str = "ideal",
+    tensor_parallel_size: int | None = None,
+    num_gpus: int | None = None,
+    utilization: float = 0.90,
+    reserve_bytes: int | None = None,
+    weights_dtype: str | None = None,
+    gpu_files: Sequence[Path] = (),
+    revision: str | None = None,
+    token: str | None = None,
+) -> FitReport:
+    """For an existing model on ``gpu``: the longest context at each batch, the most sequences at each context
+    and the fewest GPUs for each (ctx, batch). ``ctx`` defaults to the model's max_position_embeddings."""
+    if gpu is None:
+        raise OptionError("--gpu", _GPU_HINT)
+    source = resolve(model, revision=revision, token=token)
+    from kvplan.config_reader import read_config
+
+    layout = read_config(source.raw, source.model_id, source.describe())
+    if ctx is None:
+        ctx, ctx_source = default_context(layout, None)
+    else:
+        ctx_source = "--ctx"
+    return fit_for_layout(
+        layout,
+        source,
+        select_gpu(gpu, num_gpus=num_gpus, gpu_files=gpu_files),
+        ctx,
+        batch,
+        kv_cache_dtype=kv_cache_dtype,
+        kv_heads=kv_heads,
+        engine=engine,
+        tensor_parallel_size=tensor_parallel_size,
+        utilization=utilization,
+        reserve_bytes=reserve_bytes,
+        weights_dtype=weights_dtype,
+        ctx_source=ctx_source,
+    )
+
+
+def fit_for_layout(
+    layout: CacheLayout,
+    source: ModelSource,
+    gpu: GpuSelection,
+    ctx: int | Sequence[int],
+    batch: int | Sequence[int] = 1,
+    *,
+    kv_cache_dtype: str = "auto",
+    kv_heads: int | None = None,
+    engine: str = "ideal",
+    tensor_parallel_size: int | None = None,
+    utilization: float = 0.90,
+    reserve_bytes: int | None = None,
+    weights_dtype: str | None = None,
+    ctx_source: str = "--ctx",
+) -> FitReport:
+    """:func:`fit` for a layout already read."""
+    from kvplan.engines import get_engine
+    from kvplan.weights import weight_bytes
+
+    ctxs, batches = _as_counts(ctx, "--ctx"), _as_counts(batch, "--batch")
+    gpu, tp = tensor_parallel(gpu, tensor_parallel_size)
+    hw = _Hardware(get_engine(engine), gpu, utilization, _reserve(reserve_bytes))
+    own = layout.kv_heads if layout.attention_layers else None
+    if kv_heads is not None:
+        layout = with_kv_heads(layout, kv_heads)
+    weights = weight_bytes(layout, dtype=weights_dtype, kv_heads=kv_heads)
+    s = hw.setup(layout, tp, kv_cache_dtype, weights)
+    cost, limit = s.cost, s.limit
+
+    ctx_answers = []
+    for b in batches:
+        longest = cost.max_ctx(b, limit)
+        at = CTX_CAP if longest is None else max(longest, 1)
+        ctx_answers.append(CtxAnswer(b, longest, cost.bytes(at, b), limit))
+    batch_answers = []
+    for c in ctxs:
+        most = cost.max_batch(c, limit)
+        batch_answers.append(BatchAnswer(c, most, cost.bytes(c, max(most or 1, 1)), limit))
+    by_tp: dict[int, _Setup] = {tp: s}
+    gpu_answers, checks = [], []
+    for c in ctxs:
+        for b in batches:
+            checks.append(FitCheck(c, b, cost.bytes(c, b), limit))
+            found, tried = hw.fewest_gpus(layout, c, b, kv_cache_dtype, weights, cache=by_tp)
+            shown = found or (by_tp[tried[-1]] if tried else None)
+            gpu_answers.append(
+                GpusAnswer(
+                    ctx=c,
+                    batch=b,
+                    tp=None if found is None else found.tp,
+                    tried=tried,
+                    kv_bytes=shown.cost.bytes(c, b) if shown else cost.bytes(c, b),
+                    budget=shown.budget if shown else None,
+                    max_ctx=found.cost.max_ctx(b, found.limit) if found else None,
+                    max_batch=found.cost.max_batch(c, found.limit) if found else None,
+                )
+            )
+    notes = list(weights.notes)
+    if not weights.exact:
+        notes.append("weights are an estimate for this model")
+    if s.cost.types.note:
+        notes.append(s.cost.types.note)
+    g = layout.kv_heads if layout.attention_layers else None
+    if g is not None and g < tp:
+        notes.append(f"tp {tp} > {g} KV heads: every rank keeps one whole head, so the heads are copied {tp // g}x")
+    return FitReport(
+        source=source,
+        layout=layout,
+        own_g=own,
+        gpu=gpu,
+        engine=hw.engine.name,
+        tp=tp,
+        kv_types=s.cost.types,
+        weights=weights,
+        budget=s.budget,
+        ctx_source=ctx_source,
+        ctxs=ctxs,
+        batches=batches,
+        max_ctx=tuple(ctx_answers),
+        max_batch=tuple(batch_answers),
+        min_gpus=tuple(gpu_answers),
+        checks=tuple(checks),
+        notes=tuple(notes),
+    )

@@ -1,0 +1,158 @@
+"""What pick-g and fit share: GPU selection, tensor-parallel sizes, the per-G setup and the hardware budget."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kvplan.errors import OptionError
+from kvplan.formula import check_positive
+from kvplan.layout import CacheLayout
+
+if TYPE_CHECKING:
+    from kvplan.engines import Engine
+    from kvplan.gpus import Budget, GpuSelection
+    from kvplan.weights import WeightEstimate
+
+#: A context that still fits at 2^50 tokens (a petabyte per GPU at one byte per token) means the cache stopped
+#: growing (state or windowed layers only): the largest context is "unbounded".
+from kvplan.solver.search import KvCost
+
+#: Query heads per KV head up to which GQA stays close to MHA quality (Ainslie et al. 2023).
+SAFE_GROUP = 8
+
+
+#: Tensor-parallel sizes tried for a model without attention heads (pure SSM).
+_SSM_TP = (1, 2, 4, 8, 16, 32, 64)
+
+
+_GPU_HINT = "which GPU? e.g. --gpu a100-80g, --gpu 8xh100 or --gpu 80GiB (`kvplan gpus` lists the catalog)"
+
+
+GQA_PAPER = "Ainslie et al. 2023, GQA, arXiv:2305.13245"
+
+
+def quality_note(g: int, h: int) -> str:
+    """What G KV heads for H query heads mean for quality, in one line (Ainslie et al. 2023)."""
+    if g == h:
+        return "MHA: full quality"
+    if g == 1:
+        return "MQA: measurable quality loss on harder tasks"
+    if h // g <= SAFE_GROUP:
+        return f"GQA, {h // g} heads per KV head: near-MHA quality"
+    return f"GQA, {h // g} heads per KV head: more than {SAFE_GROUP}, expect some loss"
+
+
+def select_gpu(gpu: str | GpuSelection, *, num_gpus: int | None = None, gpu_files: Sequence[Path] = ()) -> GpuSelection:
+    """``--gpu`` (a catalog name, a raw size, ``8xh100``) with ``--num-gpus``, or a selection as it is."""
+    from kvplan.gpus import GpuSelection, load_catalog, parse_gpu
+
+    if isinstance(gpu, GpuSelection):
+        if num_gpus is not None:
+            return replace(gpu, count=check_positive("--num-gpus", num_gpus))
+        return gpu
+    return parse_gpu(gpu, load_catalog(gpu_files), num_gpus)
+
+
+def tensor_parallel(gpu: GpuSelection, tp: int | None) -> tuple[GpuSelection, int]:
+    """The plan's tensor-parallel size (default: the GPU count) and the GPUs it runs on (count = tp)."""
+    if tp is None:
+        return gpu, gpu.count
+    check_positive("--tensor-parallel-size", tp)
+    if gpu.count not in (1, tp):
+        raise OptionError(
+            "--tensor-parallel-size",
+            f"{tp} ranks, but --gpu / --num-gpus give {gpu.count} GPUs; kvplan plans one tensor-parallel group, "
+            "so give the number once",
+        )
+    return replace(gpu, count=tp), tp
+
+
+def allowed_tp(layout: CacheLayout, engine: Engine) -> tuple[int, ...]:
+    """Tensor-parallel sizes this engine accepts for this layout, ascending: tp divides the query heads and
+    tp | H_kv or H_kv | tp (engines.check_tp); a model without attention heads tries powers of two to 64."""
+    from kvplan.engines import EngineOptions
+
+    h = layout.query_heads
+    candidates = [t for t in range(1, h + 1) if h % t == 0] if h else list(_SSM_TP)
+    out = []
+    for tp in candidates:
+        try:
+            engine.validate(layout, EngineOptions(tensor_parallel_size=tp))
+        except OptionError:
+            continue
+        out.append(tp)
+    return tuple(out)
+
+
+def _as_counts(value: int | Sequence[int], option: str) -> tuple[int, ...]:
+    values = (value,) if isinstance(value, int) else tuple(value)
+    if not values:
+        raise OptionError(option, "expected one or more counts")
+    return tuple(check_positive(option, v) for v in values)
+
+
+def _reserve(reserve_bytes: int | None) -> int:
+    from kvplan.gpus import DEFAULT_RESERVE
+
+    return DEFAULT_RESERVE if reserve_bytes is None else reserve_bytes
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """One (layout, KV dtype, tp) on the plan's hardware: weights, budget and cost. Internal."""
+
+    layout: CacheLayout
+    tp: int
+    budget: Budget
+    cost: KvCost
+
+    @property
+    def limit(self) -> int:
+        return self.budget.kv_bytes_per_gpu
+
+
+@dataclass(frozen=True)
+class _Hardware:
+    """What every setup of one plan shares: the engine, the kind of GPU and the budget terms. Internal."""
+
+    engine: Engine
+    gpu: GpuSelection
+    utilization: float
+    reserve_bytes: int
+
+    def setup(self, layout: CacheLayout, tp: int, kv_cache_dtype: str, weights: WeightEstimate) -> _Setup:
+        from kvplan.gpus import budget
+
+        b = budget(
+            replace(self.gpu, count=tp),
+            weights_bytes_per_gpu=weights.bytes_per_gpu(tp),
+            utilization=self.utilization,
+            reserve_bytes=self.reserve_bytes,
+        )
+        return _Setup(layout, tp, b, KvCost(layout, self.engine, kv_cache_dtype, tp))
+
+    def fewest_gpus(
+        self,
+        layout: CacheLayout,
+        ctx: int,
+        batch: int,
+        kv_cache_dtype: str,
+        weights: WeightEstimate,
+        *,
+        above: int = 0,
+        cache: dict[int, _Setup] | None = None,
+    ) -> tuple[_Setup | None, tuple[int, ...]]:
+        """The setup with the fewest tensor-parallel GPUs (more than ``above``) where ``batch`` x ``ctx`` fits,
+        and the tp values tried. Per-GPU weights and KV never grow with tp, so the first that fits is it."""
+        cache = {} if cache is None else cache
+        tried = tuple(t for t in allowed_tp(layout, self.engine) if t > above)
+        for tp in tried:
+            if tp not in cache:
+                cache[tp] = self.setup(layout, tp, kv_cache_dtype, weights)
+            s = cache[tp]
+            if s.cost.bytes(ctx, batch) <= s.limit:
+                return s, tried
+        return None, tried
