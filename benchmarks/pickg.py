@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 
-from kvplan.config_reader import read_config
+from kvplan.readers.config import read_config
 from kvplan.resolve import resolve
 from kvplan.solver import load_scenario, pick_g_for_layout, select_gpu
 

@@ -112,7 +112,7 @@ def size(
 ) -> SizeReport:
     """Bytes per token, per sequence and in total for ``model`` at ``ctx`` x ``batch``, under ``engine``."""
     source = resolve(model, revision=revision, token=token)
-    from kvplan.config_reader import read_config
+    from kvplan.readers.config import read_config
 
     layout = read_config(source.raw, source.model_id, source.describe())
     return size_of_layout(
@@ -195,7 +195,7 @@ def list_models() -> list[CatalogRow]:
     """Every bundled model with its shape and bytes per token at the serving dtype (``auto``)."""
     from kvplan import catalog
     from kvplan.catalog import load_json_text
-    from kvplan.config_reader import read_config
+    from kvplan.readers.config import read_config
 
     by_target: dict[str, list[str]] = {}
     for alias, target in catalog.aliases().items():
@@ -259,9 +259,9 @@ def capacity(
     from dataclasses import replace as dc_replace
     from fractions import Fraction
 
-    from kvplan.config_reader import read_config
     from kvplan.engines import EngineOptions, kv_budget
     from kvplan.engines import capacity as engine_capacity
+    from kvplan.readers.config import read_config
 
     if (kv_memory is None) == (gpu is None):
         raise OptionError("--kv-memory", "give either --kv-memory (e.g. 8GiB) or --gpu (e.g. h100), not both")

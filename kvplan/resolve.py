@@ -21,9 +21,9 @@ from typing import Any
 
 from kvplan import catalog
 from kvplan.catalog import CONFIG_NAMES, load_json_text
-from kvplan.config_reader import read_config
 from kvplan.errors import ConfigFileError, GatedModelError, ModelNotFoundError, OfflineError
 from kvplan.layout import CacheLayout
+from kvplan.readers.config import read_config
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 

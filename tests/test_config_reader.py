@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from kvplan import errors
-from kvplan.config_reader import read_config
 from kvplan.formula import estimate, resolve_types
+from kvplan.readers.config import read_config
 from kvplan.resolve import load_model
 
 from .conftest import FIXTURES, fixture_cases, load_expect

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from kvplan import errors
-from kvplan.config_reader import classify_key, read_config
 from kvplan.layout import WarningKind
+from kvplan.readers.config import classify_key, read_config
 
 ROOT = Path(__file__).parent.parent
 MODELS = ROOT / "configs" / "models"

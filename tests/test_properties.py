@@ -7,10 +7,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvplan.config_reader import HEAD_KEYS, HIDDEN_KEYS, KV_HEAD_KEYS, LAYER_KEYS, read_config
 from kvplan.errors import KvplanError
 from kvplan.formula import estimate
 from kvplan.layout import CacheLayout
+from kvplan.readers.config import HEAD_KEYS, HIDDEN_KEYS, KV_HEAD_KEYS, LAYER_KEYS, read_config
 
 KEYS = [
     *LAYER_KEYS,

@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from kvplan import catalog
-from kvplan.config_reader import read_config
 from kvplan.engines import ENGINE_CLASSES, EngineOptions, get_engine
 from kvplan.errors import KvplanError, OptionError
 from kvplan.formula import valid_kv_heads, with_kv_heads
 from kvplan.gpus import DEFAULT_RESERVE, GpuSelection, budget
 from kvplan.layout import CacheLayout
+from kvplan.readers.config import read_config
 from kvplan.resolve import ModelSource, load_model, resolve
 from kvplan.solver import (
     CTX_CAP,

@@ -151,7 +151,7 @@ def fit(
     if gpu is None:
         raise OptionError("--gpu", _GPU_HINT)
     source = resolve(model, revision=revision, token=token)
-    from kvplan.config_reader import read_config
+    from kvplan.readers.config import read_config
 
     layout = read_config(source.raw, source.model_id, source.describe())
     if ctx is None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kvplan.config_reader import Fields
 from kvplan.formula import with_kv_heads
 from kvplan.layout import CacheLayout, LayerKind
+from kvplan.readers.config import Fields
 from kvplan.weights.decoder import dense_decoder
 from kvplan.weights.defaults import WEIGHT_DEFAULTS
 from kvplan.weights.families import gemma3n, meta_params, mla_decoder, nemotron_h, nemotron_nas, pure_ssm

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from math import prod
 
-from kvplan.config_reader import Fields
 from kvplan.errors import ConfigError
 from kvplan.layout import CacheLayout
+from kvplan.readers.config import Fields
 from kvplan.weights.result import Part, Role, WeightTensor
 
 
