@@ -9,6 +9,7 @@ an output, and say in its message which outputs changed and why.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -74,6 +75,8 @@ def extra_commands() -> list[str]:
         "kvplan size meta-llama/Llama-2-70b --units si --kv-cache-dtype fp8",
         "kvplan size meta-llama/Meta-Llama-3.1-8B --engine vllm -tp 2 -pp 2 --ctx 8K",
         "kvplan size meta-llama/Meta-Llama-3.1-8B --engine llama.cpp --cache-type-k q8_0 --cache-type-v q4_0",
+        "kvplan --help",
+        *(f"kvplan {c} --help" for c in ("size", "models", "gpus", "pick-g", "fit", "capacity", "verify")),
         "kvplan models --json",
         "kvplan gpus",
         "kvplan gpus --json",
@@ -93,9 +96,12 @@ def commands() -> list[str]:
     return [*readme_commands(), *model_commands(), *extra_commands()]
 
 
-def slug(index: int, command: str) -> str:
-    words = re.sub(r"[^A-Za-z0-9.]+", "-", command.removeprefix("kvplan ")).strip("-")
-    return f"{index:03d}-{words[:90]}.txt"
+def slug(command: str) -> str:
+    """A file name from the command's words (the command's short hash when they would be too long)."""
+    words = re.sub(r"[^A-Za-z0-9.]+", "-", command.removeprefix("kvplan ")).strip("-") or "root"
+    if len(words) > 100:
+        words = words[:90] + "-" + hashlib.sha256(command.encode()).hexdigest()[:8]
+    return words + ".txt"
 
 
 def run(command: str) -> str:
@@ -121,7 +127,9 @@ def run(command: str) -> str:
 
 def expected() -> dict[str, str]:
     """File name -> command, for every golden file."""
-    return {slug(i, c): c for i, c in enumerate(commands())}
+    files = {slug(c): c for c in commands()}
+    assert len(files) == len(commands()), "two golden commands map to one file name"
+    return files
 
 
 def main(argv: list[str]) -> int:
