@@ -1,0 +1,114 @@
+"""``kvplan capacity``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kvplan.cli.app import app
+from kvplan.cli.options import (
+    BatchedOpt,
+    BlockOpt,
+    CtxOpt,
+    GpuFileOpt,
+    GpuOpt,
+    JsonOpt,
+    KvDtypeOpt,
+    KvHeadsOpt,
+    KvMemoryOpt,
+    ModelArg,
+    NumGpusOpt,
+    PpOpt,
+    PrefixOpt,
+    ReserveOpt,
+    RevisionOpt,
+    SwaFullOpt,
+    TokenOpt,
+    TpOpt,
+    UbatchOpt,
+    UnifiedOpt,
+    Units,
+    UnitsOpt,
+    UtilizationOpt,
+    WeightsDtypeOpt,
+    _count,
+    _reserve,
+)
+
+
+@app.command()
+def capacity(
+    model: ModelArg,
+    kv_memory: KvMemoryOpt = None,
+    gpu: GpuOpt = None,
+    ctx: CtxOpt = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="vllm (default), sglang, llama.cpp, trtllm, hf or ideal.")
+    ] = "vllm",
+    kv_cache_dtype: KvDtypeOpt = "auto",
+    kv_heads: KvHeadsOpt = None,
+    tensor_parallel_size: TpOpt = None,
+    pipeline_parallel_size: PpOpt = 1,
+    block_size: BlockOpt = None,
+    max_num_batched_tokens: BatchedOpt = None,
+    enable_prefix_caching: PrefixOpt = True,
+    kv_unified: UnifiedOpt = True,
+    ubatch_size: UbatchOpt = 512,
+    swa_full: SwaFullOpt = False,
+    num_gpus: NumGpusOpt = None,
+    gpu_memory_utilization: UtilizationOpt = 0.90,
+    reserve: ReserveOpt = None,
+    dtype: WeightsDtypeOpt = "auto",
+    gpu_file: GpuFileOpt = None,
+    json: JsonOpt = False,
+    units: UnitsOpt = Units.iec,
+    revision: RevisionOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Blocks, tokens and max concurrency an engine allocates from --kv-memory (or from --gpu's budget), computed
+    the way that engine computes them; --ctx / --max-model-len is the request length for concurrency."""
+    from kvplan import plan
+    from kvplan.engines import EngineOptions
+
+    memory = None
+    if kv_memory is not None:
+        from kvplan.gpus import parse_bytes
+
+        memory = parse_bytes(kv_memory, "--kv-memory")
+    options = EngineOptions(
+        tensor_parallel_size=tensor_parallel_size or 1,
+        pipeline_parallel_size=pipeline_parallel_size,
+        block_size=block_size,
+        max_num_batched_tokens=max_num_batched_tokens,
+        n_ubatch=ubatch_size,
+        swa_full=swa_full,
+        kv_unified=kv_unified,
+        enable_prefix_caching=enable_prefix_caching,
+    )
+    report = plan.capacity(
+        model,
+        kv_memory=memory,
+        gpu=gpu,
+        max_model_len=_count(ctx, "--ctx"),
+        engine=engine,
+        kv_cache_dtype=kv_cache_dtype,
+        kv_heads=kv_heads,
+        options=options,
+        num_gpus=num_gpus,
+        utilization=gpu_memory_utilization,
+        reserve_bytes=_reserve(reserve),
+        weights_dtype=dtype,
+        gpu_files=gpu_file or (),
+        revision=revision,
+        token=token,
+    )
+    if json:
+        from kvplan import schema
+        from kvplan.render import print_json
+
+        print_json(schema.dump(schema.capacity_out(report)))
+        return
+    from kvplan.render import render_capacity
+
+    render_capacity(report, units.value)

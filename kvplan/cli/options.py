@@ -1,0 +1,207 @@
+"""Shared options, declared once so every command spells and documents them the same way."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class Units(StrEnum):
+    iec = "iec"
+    si = "si"
+
+
+# Shared options, declared once so every command spells and documents them the same way.
+ModelArg = Annotated[str, typer.Argument(help="Hub id (org/name), bundled name, config.json / params.json or folder.")]
+
+
+CtxOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ctx",
+        "--max-model-len",
+        help="Tokens per sequence: 4096, 4k (= 4,000) or 4K (= 4,096), "
+        "as vLLM parses --max-model-len. Default: the model's max_position_embeddings. "
+        "pick-g and fit take a comma-separated list (4K,32K,128K).",
+    ),
+]
+
+
+BatchOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--batch",
+        "--max-num-seqs",
+        help="Concurrent sequences (default 1; pick-g without --model: the scenario's). "
+        "pick-g and fit take a comma-separated list (1,8,32).",
+    ),
+]
+
+
+KvDtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--kv-cache-dtype",
+        help="auto (the model's serving dtype), float16, bfloat16, float32, fp8, "
+        "fp8_e4m3, fp8_e5m2, int8, ... (vLLM's spellings).",
+    ),
+]
+
+
+KvHeadsOpt = Annotated[
+    int | None,
+    typer.Option("--kv-heads", help="What-if: the same model with N KV heads (N divides the query heads)."),
+]
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (messages go to stderr).")]
+
+
+UnitsOpt = Annotated[Units, typer.Option("--units", help="iec: GiB = 2^30; si: GB = 10^9.")]
+
+
+RevisionOpt = Annotated[str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit).")]
+
+
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", envvar="HF_TOKEN", show_envvar=True, help="Hugging Face token for gated repos."),
+]
+
+
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Whose accounting: ideal (what the architecture must keep), vllm, sglang, llama.cpp, "
+        "trtllm or hf (transformers).",
+    ),
+]
+
+
+TpOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--tensor-parallel-size",
+        "-tp",
+        help="GPUs sharing each layer's KV heads (default: 1, or the GPU count of --gpu / --num-gpus).",
+    ),
+]
+
+
+PpOpt = Annotated[int, typer.Option("--pipeline-parallel-size", "-pp", help="Pipeline stages splitting the layers.")]
+
+
+BlockOpt = Annotated[
+    int | None, typer.Option("--block-size", help="Tokens per page (vLLM 16, MLA 64; TRT-LLM 32; SGLang page 1).")
+]
+
+
+BatchedOpt = Annotated[
+    int | None,
+    typer.Option("--max-num-batched-tokens", help="vLLM: tokens per step; sliding layers keep this many extra."),
+]
+
+
+UbatchOpt = Annotated[int, typer.Option("--ubatch-size", "-ub", help="llama.cpp n_ubatch (SWA cache padding).")]
+
+
+SwaFullOpt = Annotated[bool, typer.Option("--swa-full", help="llama.cpp: full-size cache for sliding layers.")]
+
+
+CacheKOpt = Annotated[str | None, typer.Option("--cache-type-k", help="K dtype when it differs (llama.cpp style).")]
+
+
+CacheVOpt = Annotated[str | None, typer.Option("--cache-type-v", help="V dtype when it differs (llama.cpp style).")]
+
+
+GpuOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu",
+        help="A catalog name (a100-80g, h100; `kvplan gpus` lists them), a raw size (80GiB, 24GB), "
+        "optionally with a count (8xh100).",
+    ),
+]
+
+
+NumGpusOpt = Annotated[
+    int | None, typer.Option("--num-gpus", help="GPUs in the tensor-parallel group (the count in --gpu 8xh100).")
+]
+
+
+UtilizationOpt = Annotated[
+    float,
+    typer.Option("--gpu-memory-utilization", help="Share of each GPU's memory the engine may use (vLLM: 0.90)."),
+]
+
+
+ReserveOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--reserve",
+        help="Per-GPU memory kept for activations, NCCL and cuBLAS workspaces: 2GiB (the default), 512MiB, 4GB.",
+    ),
+]
+
+
+WeightsDtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="Weight storage: auto (the checkpoint's quantization_config, else its 16-bit serving dtype), "
+        "float16, bfloat16, float32, fp8, int8, int4, mxfp4, nvfp4.",
+    ),
+]
+
+
+ChartOpt = Annotated[bool, typer.Option("--chart", help="Also draw memory against context for each G.")]
+
+
+CheckOpt = Annotated[bool, typer.Option("--check", help="Exit 1 (with a line on stderr) when the plan does not fit.")]
+
+
+GpuFileOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--gpu-file", help="A YAML file of GPU entries that adds to or overrides the catalog (repeatable)."),
+]
+
+
+def _count(text: str | None, option: str) -> int | None:
+    from kvplan.plan import parse_count
+
+    return None if text is None else parse_count(text, option)
+
+
+def _counts(text: str | None, option: str) -> list[int] | None:
+    from kvplan.plan import parse_counts
+
+    return None if text is None else parse_counts(text, option)
+
+
+def _reserve(text: str | None) -> int | None:
+    from kvplan.gpus import parse_bytes
+
+    return None if text is None else parse_bytes(text, "--reserve")
+
+
+KvMemoryOpt = Annotated[
+    str | None, typer.Option("--kv-memory", help="KV memory per GPU, e.g. 8GiB or 20GB (instead of --gpu).")
+]
+
+
+PrefixOpt = Annotated[
+    bool,
+    typer.Option(
+        "--enable-prefix-caching/--no-enable-prefix-caching",
+        help="vLLM: prefix caching (default on) keeps Mamba states in align mode.",
+    ),
+]
+
+
+UnifiedOpt = Annotated[
+    bool, typer.Option("--kv-unified/--no-kv-unified", help="llama.cpp: one cache stream for all sequences.")
+]

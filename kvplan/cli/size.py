@@ -1,0 +1,85 @@
+"""``kvplan size``."""
+
+from __future__ import annotations
+
+from kvplan.cli.app import app
+from kvplan.cli.options import (
+    BatchedOpt,
+    BatchOpt,
+    BlockOpt,
+    CacheKOpt,
+    CacheVOpt,
+    CtxOpt,
+    EngineOpt,
+    JsonOpt,
+    KvDtypeOpt,
+    KvHeadsOpt,
+    ModelArg,
+    PpOpt,
+    RevisionOpt,
+    SwaFullOpt,
+    TokenOpt,
+    TpOpt,
+    UbatchOpt,
+    Units,
+    UnitsOpt,
+    _count,
+)
+
+
+@app.command()
+def size(
+    model: ModelArg,
+    ctx: CtxOpt = None,
+    batch: BatchOpt = "1",
+    kv_cache_dtype: KvDtypeOpt = "auto",
+    kv_heads: KvHeadsOpt = None,
+    engine: EngineOpt = "ideal",
+    tensor_parallel_size: TpOpt = None,
+    pipeline_parallel_size: PpOpt = 1,
+    block_size: BlockOpt = None,
+    max_num_batched_tokens: BatchedOpt = None,
+    ubatch_size: UbatchOpt = 512,
+    swa_full: SwaFullOpt = False,
+    cache_type_k: CacheKOpt = None,
+    cache_type_v: CacheVOpt = None,
+    json: JsonOpt = False,
+    units: UnitsOpt = Units.iec,
+    revision: RevisionOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """KV-cache bytes per token, per sequence and in total, with the arithmetic, the G spectrum and, under
+    --engine, what that engine allocates on each GPU and why it differs."""
+    from kvplan import plan
+    from kvplan.engines import EngineOptions
+
+    options = EngineOptions(
+        tensor_parallel_size=1 if tensor_parallel_size is None else tensor_parallel_size,
+        pipeline_parallel_size=pipeline_parallel_size,
+        block_size=block_size,
+        max_num_batched_tokens=max_num_batched_tokens,
+        n_ubatch=ubatch_size,
+        swa_full=swa_full,
+    )
+    report = plan.size(
+        model,
+        ctx=_count(ctx, "--ctx"),
+        batch=plan.parse_count(batch or "1", "--batch"),
+        kv_cache_dtype=kv_cache_dtype,
+        kv_heads=kv_heads,
+        engine=engine,
+        options=options,
+        k_dtype=cache_type_k,
+        v_dtype=cache_type_v,
+        revision=revision,
+        token=token,
+    )
+    if json:
+        from kvplan import schema
+        from kvplan.render import print_json
+
+        print_json(schema.dump(schema.size_out(report)))
+        return
+    from kvplan.render import render_size
+
+    render_size(report, units.value)

@@ -1,0 +1,154 @@
+"""``kvplan pick-g`` and ``kvplan fit``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kvplan.cli.app import app
+from kvplan.cli.options import (
+    BatchOpt,
+    ChartOpt,
+    CheckOpt,
+    CtxOpt,
+    EngineOpt,
+    GpuFileOpt,
+    GpuOpt,
+    JsonOpt,
+    KvDtypeOpt,
+    KvHeadsOpt,
+    ModelArg,
+    NumGpusOpt,
+    ReserveOpt,
+    RevisionOpt,
+    TokenOpt,
+    TpOpt,
+    Units,
+    UnitsOpt,
+    UtilizationOpt,
+    WeightsDtypeOpt,
+    _counts,
+    _reserve,
+)
+from kvplan.errors import ExitCode
+
+
+@app.command("pick-g")
+def pick_g(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="The model (as for size). Default: the reference scenario, a Llama-2-13B shape."),
+    ] = None,
+    gpu: GpuOpt = None,
+    ctx: CtxOpt = None,
+    batch: BatchOpt = None,
+    kv_cache_dtype: KvDtypeOpt = "auto",
+    engine: EngineOpt = "ideal",
+    tensor_parallel_size: TpOpt = None,
+    num_gpus: NumGpusOpt = None,
+    gpu_memory_utilization: UtilizationOpt = 0.90,
+    reserve: ReserveOpt = None,
+    dtype: WeightsDtypeOpt = "auto",
+    gpu_file: GpuFileOpt = None,
+    chart: ChartOpt = False,
+    check: CheckOpt = False,
+    json: JsonOpt = False,
+    units: UnitsOpt = Units.iec,
+    revision: RevisionOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """How many KV heads G fit: every G that divides the query heads, with KV, weights, headroom, max batch, max
+    context and quality, the largest G that fits, and the ways to reach the model's own or a quality-safe G.
+    Lists of --ctx / --batch give a matrix of the recommended G."""
+    from kvplan import solver
+
+    report = solver.pick_g(
+        model,
+        gpu=gpu,
+        ctx=_counts(ctx, "--ctx"),
+        batch=_counts(batch, "--batch"),
+        kv_cache_dtype=kv_cache_dtype,
+        engine=engine,
+        tensor_parallel_size=tensor_parallel_size,
+        num_gpus=num_gpus,
+        utilization=gpu_memory_utilization,
+        reserve_bytes=_reserve(reserve),
+        weights_dtype=dtype,
+        gpu_files=gpu_file or (),
+        chart=chart,
+        revision=revision,
+        token=token,
+    )
+    if json:
+        from kvplan import schema
+        from kvplan.render import print_json
+
+        print_json(schema.dump(schema.pick_g_out(report)))
+    else:
+        from kvplan.render import render_pick_g
+
+        render_pick_g(report, units.value)
+    if check and not report.all_fit:
+        from kvplan.render import print_note
+
+        print_note("does not fit: no G fits at " + ("this context and batch" if report.single else "some cells"))
+        raise typer.Exit(int(ExitCode.REFUTED))
+
+
+@app.command()
+def fit(
+    model: ModelArg,
+    gpu: GpuOpt = None,
+    ctx: CtxOpt = None,
+    batch: BatchOpt = None,
+    kv_cache_dtype: KvDtypeOpt = "auto",
+    kv_heads: KvHeadsOpt = None,
+    engine: EngineOpt = "ideal",
+    tensor_parallel_size: TpOpt = None,
+    num_gpus: NumGpusOpt = None,
+    gpu_memory_utilization: UtilizationOpt = 0.90,
+    reserve: ReserveOpt = None,
+    dtype: WeightsDtypeOpt = "auto",
+    gpu_file: GpuFileOpt = None,
+    check: CheckOpt = False,
+    json: JsonOpt = False,
+    units: UnitsOpt = Units.iec,
+    revision: RevisionOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """What fits on --gpu: the longest context at --batch (default 1), the most sequences at --ctx, and the
+    fewest GPUs (tensor-parallel size) for --ctx x --batch, each with the budget arithmetic."""
+    from kvplan import solver
+
+    report = solver.fit(
+        model,
+        gpu=gpu,
+        ctx=_counts(ctx, "--ctx"),
+        batch=_counts(batch, "--batch") or 1,
+        kv_cache_dtype=kv_cache_dtype,
+        kv_heads=kv_heads,
+        engine=engine,
+        tensor_parallel_size=tensor_parallel_size,
+        num_gpus=num_gpus,
+        utilization=gpu_memory_utilization,
+        reserve_bytes=_reserve(reserve),
+        weights_dtype=dtype,
+        gpu_files=gpu_file or (),
+        revision=revision,
+        token=token,
+    )
+    if json:
+        from kvplan import schema
+        from kvplan.render import print_json
+
+        print_json(schema.dump(schema.fit_out(report)))
+    else:
+        from kvplan.render import render_fit
+
+        render_fit(report, units.value)
+    if check and not report.fits:
+        from kvplan.render import print_note
+
+        print_note(f"does not fit on {report.gpu.title} (tp {report.tp})")
+        raise typer.Exit(int(ExitCode.REFUTED))
