@@ -363,6 +363,18 @@ def with_kv_heads(layout: CacheLayout, kv_heads: int, option: str = "--kv-heads"
     return layout.with_kv_heads(kv_heads)
 
 
+def default_context(layout: CacheLayout, ctx: int | None) -> tuple[int, str]:
+    """The context to plan for: the user's, else the model's own maximum."""
+    if ctx is not None:
+        return check_positive("--ctx", ctx), "--ctx"
+    if layout.max_context is None:
+        raise OptionError(
+            "--ctx",
+            f"{layout.model} does not state a context length (max_position_embeddings or similar); pass --ctx N",
+        )
+    return layout.max_context, "the model's max_position_embeddings"
+
+
 @dataclass(frozen=True)
 class SpectrumPoint:
     """One G of the spectrum: MHA (G = H), GQA, MQA (G = 1)."""

@@ -14,6 +14,7 @@ from kvplan.formula import (
     CacheEstimate,
     SpectrumPoint,
     check_positive,
+    default_context,
     estimate,
     g_spectrum,
     resolve_types,
@@ -82,18 +83,6 @@ class SizeReport:
                 "exact, but the model was not built for that context"
             )
         return tuple(out)
-
-
-def default_context(layout: CacheLayout, ctx: int | None) -> tuple[int, str]:
-    """The context to plan for: the user's, else the model's own maximum."""
-    if ctx is not None:
-        return check_positive("--ctx", ctx), "--ctx"
-    if layout.max_context is None:
-        raise OptionError(
-            "--ctx",
-            f"{layout.model} does not state a context length (max_position_embeddings or similar); pass --ctx N",
-        )
-    return layout.max_context, "the model's max_position_embeddings"
 
 
 def size(

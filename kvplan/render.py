@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -18,7 +18,7 @@ from rich.text import Text
 from kvplan.formula import Explanation
 from kvplan.layout import CacheLayout
 from kvplan.plan import CapacityReport, CatalogRow, SizeReport
-from kvplan.units import exact_and_human, human_bytes
+from kvplan.units import exact_and_human, human_bytes, product_text
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -26,14 +26,6 @@ if TYPE_CHECKING:
     from kvplan.gpus import Budget, GpuRow, GpuSelection
     from kvplan.solver import Chart, FitReport, Lever, PickGCell, PickGReport, Way
     from kvplan.verify import VerifyReport
-
-
-class FactorLike(Protocol):
-    @property
-    def value(self) -> int: ...
-
-    @property
-    def label(self) -> str: ...
 
 
 def stdout_console() -> Console:
@@ -47,12 +39,6 @@ def stdout_console() -> Console:
 
 def stderr_console() -> Console:
     return Console(stderr=True, soft_wrap=True, highlight=False)
-
-
-def product_text(factors: Iterable[FactorLike], result: int, units: str = "iec") -> str:
-    """``2 x 80 layers x 8 KV heads x 128 head_dim x 4,096 tokens x 1 seq x 2 B = 1,342,177,280 B (1.25 GiB)``."""
-    parts = [f"{f.value:,} {f.label}".rstrip() for f in factors]
-    return f"{' x '.join(parts)} = {exact_and_human(result, units)}"
 
 
 def print_explanation(console: Console, exp: Explanation, units: str) -> None:

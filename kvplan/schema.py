@@ -139,7 +139,7 @@ def source_out(source: ModelSource) -> SourceOut:
 
 
 def explanation_out(exp: Explanation) -> ExplanationOut:
-    from kvplan.render import product_text as render_text
+    from kvplan.units import product_text as render_text
 
     return ExplanationOut(
         lines=[

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kvplan.errors import OptionError
-from kvplan.formula import attention_kind_name, valid_kv_heads, with_kv_heads
+from kvplan.formula import attention_kind_name, default_context, valid_kv_heads, with_kv_heads
 from kvplan.layout import CacheLayout
-from kvplan.plan import default_context
 from kvplan.resolve import ModelSource, resolve
 
 if TYPE_CHECKING:

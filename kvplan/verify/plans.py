@@ -109,7 +109,7 @@ def plan_for_model(
     """A plan for one model (a name :func:`kvplan.load_model` resolves, or a layout), as ``kvplan verify
     --model`` builds it: the --kv-heads what-if applied, ctx defaulting to the model's maximum, weight bytes
     per GPU in the serving dtype (``weights=False``: cache only)."""
-    from kvplan.plan import default_context
+    from kvplan.formula import default_context
     from kvplan.resolve import load_model
 
     layout = load_model(model) if isinstance(model, str) else model
