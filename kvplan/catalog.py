@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
+import sys
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kvplan.errors import AmbiguousModelError, CatalogFileError, ConfigFileError
+from kvplan.limits import MAX_JSON_DEPTH
 
 CONFIG_NAMES = ("config.json", "params.json")
 
@@ -31,11 +34,47 @@ def data_root() -> Traversable:
 
 
 def load_json_text(text: str, where: str) -> Any:
-    """Parse a config's text. Python's json accepts the bare ``Infinity`` some HF configs carry (Nemotron-H)."""
+    """Parse a config's text. Python's json accepts the bare ``Infinity`` some HF configs carry (Nemotron-H).
+
+    Nesting deeper than MAX_JSON_DEPTH and integers past CPython's int-string conversion limit (4,300 digits,
+    sys.get_int_max_str_digits) are errors naming the file and the line.
+    """
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ConfigFileError(where, f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from err
+    except RecursionError:
+        raise ConfigFileError(where, f"JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError:  # an integer literal past the conversion limit
+        limit = sys.get_int_max_str_digits()
+        raise ConfigFileError(where, f"{_long_number(text)}, past the {limit:,} digits Python converts") from None
+    if _depth_exceeds(data, MAX_JSON_DEPTH):
+        raise ConfigFileError(where, f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    return data
+
+
+def _long_number(text: str) -> str:
+    """Where the first overlong integer literal is, as ``an integer of N digits at line L``."""
+    limit = sys.get_int_max_str_digits()
+    match = re.search(rf"\d{{{limit + 1},}}", text) if limit else None
+    if match is None:
+        return "an integer too long to convert"
+    line = text.count("\n", 0, match.start()) + 1
+    return f"an integer of {len(match.group()):,} digits at line {line}"
+
+
+def _depth_exceeds(data: Any, limit: int) -> bool:
+    """Whether lists / objects nest more than ``limit`` levels (iterative: no recursion on hostile input)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 @dataclass(frozen=True)

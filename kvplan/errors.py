@@ -58,6 +58,44 @@ class ConfigFileError(KvplanError):
         super().__init__(f"{path}: {problem}")
 
 
+class FileReadError(ConfigFileError):
+    """A file cannot be read as text: missing, not a regular file, too large, unreadable, or not UTF-8."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.problem = problem
+        super().__init__(path, problem)
+
+
+class HubCacheError(KvplanError):
+    """An entry of the local Hugging Face cache is broken (dangling link, garbled ref, unreadable blob)."""
+
+    def __init__(self, model: str, path: str, problem: str) -> None:
+        self.model = model
+        self.path = path
+        super().__init__(
+            f"model {model!r}: the Hugging Face cache entry {path} {problem}; repair it by deleting "
+            f"{_repo_folder(path)} (kvplan downloads the config again), or pass a local config.json path"
+        )
+
+
+def _repo_folder(path: str) -> str:
+    """The ``models--org--name`` folder of a path inside the Hugging Face cache (the path itself otherwise)."""
+    parts = path.split("/")
+    for i, part in enumerate(parts):
+        if part.startswith("models--"):
+            return "/".join(parts[: i + 1])
+    return path
+
+
+class HubError(KvplanError):
+    """The Hugging Face Hub could not answer for a model: unreachable, too slow, rate limited, or broken."""
+
+    def __init__(self, model: str, problem: str, advice: str) -> None:
+        self.model = model
+        self.problem = problem
+        super().__init__(f"model {model!r}: {problem}; {advice}")
+
+
 class ModelNotFoundError(KvplanError):
     """The model is neither a path, a bundled model, in the local Hugging Face cache, nor on the Hub."""
 
@@ -90,7 +128,7 @@ class GatedModelError(KvplanError):
 
 
 class OfflineError(KvplanError):
-    """HF_HUB_OFFLINE is set (or the network is down) and the config is not in the local cache."""
+    """HF_HUB_OFFLINE is set and the config is not in the local cache."""
 
     def __init__(self, model: str, detail: str = "", *, revision: str | None = None, bundled: bool = False) -> None:
         self.model = model

@@ -18,7 +18,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import cache
 from pathlib import Path
@@ -27,8 +27,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from kvplan.catalog import data_root
-from kvplan.errors import CatalogFileError, OptionError, UnknownGPUError
+from kvplan.errors import CatalogFileError, FileReadError, OptionError, UnknownGPUError
+from kvplan.files import read_text
+from kvplan.limits import MAX_COUNT
 from kvplan.units import exact_and_human, human_bytes
+from kvplan.yamlread import load_yaml
 
 MiB = 2**20
 GiB = 2**30
@@ -65,8 +68,8 @@ USER_FILE_NAME = "gpus.yaml"
 # ----------------------------------------------------------------------------------------------------------
 # The file format (pydantic, at the edge)
 
-Positive = Annotated[StrictInt, Field(gt=0)]
-NonNegative = Annotated[StrictInt, Field(ge=0)]
+Positive = Annotated[StrictInt, Field(gt=0, le=MAX_COUNT)]
+NonNegative = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
 Text = Annotated[str, Field(min_length=1)]
 
 
@@ -312,9 +315,10 @@ def _read(text: str, where: str) -> list[GpuEntryModel]:
     """Parse and validate one file's text; every problem becomes a CatalogFileError line."""
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed: the same YAML, faster
     try:
-        data: Any = yaml.load(text, Loader=loader)
+        data: Any = load_yaml(text)
+    except ValueError as err:  # an integer past CPython's 4,300-digit conversion limit
+        raise CatalogFileError(where, [f"(file): a number is too long to read ({str(err).split(':')[0]})"]) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
@@ -358,6 +362,8 @@ def _merge(
         entry = _entry(m, where)
         mine[m.id] = i
         if m.id in position:
+            if "aliases" not in m.model_fields_set:  # an override keeps the names users type unless it sets them
+                entry = replace(entry, aliases=merged[position[m.id]].aliases)
             merged[position[m.id]] = entry
         else:
             position[m.id] = len(merged)
@@ -409,15 +415,12 @@ def _problem_order(line: str) -> int:
 
 def _read_file(path: Path, missing_ok: bool = False) -> str | None:
     """The file's text; None for a missing file when ``missing_ok`` (the user's own gpus.yaml is optional)."""
+    if missing_ok and not os.path.lexists(path):
+        return None
     try:
-        return path.read_text("utf-8")
-    except (FileNotFoundError, NotADirectoryError):
-        if missing_ok:
-            return None
-        raise CatalogFileError(str(path), ["(file): cannot be read: no such file"]) from None
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise CatalogFileError(str(path), [f"(file): cannot be read: {reason}"]) from err
+        return read_text(path)
+    except FileReadError as err:
+        raise CatalogFileError(str(path), [f"(file): cannot be read: {err.problem}"]) from err
 
 
 @cache
@@ -469,6 +472,8 @@ def _size(text: str, option: str) -> int | None:
     if not match:
         return None
     number, unit = match.groups()
+    if len(number) > 40:
+        raise OptionError(option, f"a {len(number):,}-digit number is past the largest size, {MAX_COUNT:,} B")
     if not unit:
         raise OptionError(option, f"{text.strip()!r} has no unit: write it with one, {_SIZE_EXAMPLES}")
     factor = _UNITS.get(unit.lower())
@@ -484,7 +489,10 @@ def _size(text: str, option: str) -> int | None:
             )
         return None
     # Rounded down: a fractional byte (0.1KiB = 102.4 B) is not memory you have.
-    return math.floor(Fraction(number) * factor)
+    value = math.floor(Fraction(number) * factor)
+    if value > MAX_COUNT:
+        raise OptionError(option, f"{text.strip()!r} is past the largest size kvplan plans with, {MAX_COUNT:,} B")
+    return value
 
 
 def parse_bytes(text: str, option: str) -> int:

@@ -21,12 +21,15 @@ from kvplan.formula import (
     with_kv_heads,
 )
 from kvplan.layout import CacheLayout
+from kvplan.limits import MAX_COUNT
 from kvplan.resolve import ModelSource, resolve
 
 if TYPE_CHECKING:
     from kvplan.engines import Capacity, EngineEstimate, EngineOptions
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
+#: Digits a count may have before it is converted (MAX_COUNT has 19): no 4,300-digit int() conversions.
+_MAX_DIGITS = 40
 _MULTIPLIERS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": 2**20, "G": 2**30}
 
 
@@ -41,6 +44,8 @@ def parse_count(text: str | int, option: str) -> int:
     if not match:
         raise OptionError(option, f"{text!r} is not a count (examples: 4096, 32k = 32,000, 32K = 32,768)")
     number, suffix = match.groups()
+    if len(number) > _MAX_DIGITS:
+        raise OptionError(option, f"a {len(number):,}-digit number is past the largest count, {MAX_COUNT:,}")
     value = float(number) * _MULTIPLIERS[suffix] if "." in number else int(number) * _MULTIPLIERS[suffix]
     if value != int(value):
         raise OptionError(option, f"{text!r} is not a whole number of tokens")

@@ -13,19 +13,36 @@ Only those two small JSON files are ever fetched: no weights, and never remote c
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from kvplan import catalog
 from kvplan.catalog import CONFIG_NAMES, load_json_text
-from kvplan.errors import ConfigFileError, GatedModelError, ModelNotFoundError, OfflineError
+from kvplan.errors import (
+    ConfigFileError,
+    FileReadError,
+    GatedModelError,
+    HubCacheError,
+    HubError,
+    KvplanError,
+    ModelNotFoundError,
+    OfflineError,
+    OptionError,
+)
+from kvplan.files import expand_user, path_kind, read_text
 from kvplan.layout import CacheLayout
+from kvplan.limits import HUB_TIMEOUT_S, MAX_FILE_BYTES
 from kvplan.readers.config import read_config
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 @dataclass(frozen=True)
@@ -61,8 +78,8 @@ def resolve(model: str, *, revision: str | None = None, token: str | None = None
     text = model.strip()
     if not text:
         raise ModelNotFoundError(model, "empty model name; pass a Hub id (org/name) or a path")
-    path = Path(text).expanduser()
-    if path.exists():
+    path = _existing_path(text)
+    if path is not None:
         return _from_path(text, path)
     if _looks_like_path(text):
         raise ConfigFileError(text, "no such file or folder (pass a config.json / params.json or a folder)")
@@ -74,11 +91,7 @@ def resolve(model: str, *, revision: str | None = None, token: str | None = None
         note = f"same architecture as {alias}" if alias else ""
         raw = load_json_text(entry.read_text(), entry.location)
         return ModelSource(text, entry.model_id, "bundled", entry.location, raw, note)
-    if not _REPO_ID.match(text):
-        raise ModelNotFoundError(
-            text,
-            "not a file, not a bundled model (`kvplan models` lists them) and not a valid Hub id (org/name)",
-        )
+    _check_repo_id(text)
     if "/" not in text:
         return _outside_catalog(text, revision)
     try:
@@ -119,6 +132,24 @@ def _outside_catalog(text: str, revision: str | None) -> ModelSource:
     )
 
 
+def _existing_path(text: str) -> Path | None:
+    """The path ``text`` names when something is there; None when nothing is (or it cannot be a path)."""
+    path = expand_user(text) if text.startswith("~") else Path(text)
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ENAMETOOLONG and not _looks_like_path(text):
+            return None  # not a path: a (too long) Hub id, which _check_repo_id reports
+        if err.errno == errno.ENOTDIR:
+            return None
+        path_kind(path)  # raises FileReadError naming the problem (permissions, too long, loops)
+    except ValueError:
+        return None  # an embedded NUL: not a path, and not a Hub id either
+    return path
+
+
 def _looks_like_path(text: str) -> bool:
     return (
         text.startswith((".", "/", "~"))
@@ -128,18 +159,43 @@ def _looks_like_path(text: str) -> bool:
     )
 
 
+def _check_repo_id(text: str) -> None:
+    """huggingface_hub's own rules for a repo id (length, characters, ``--``, ``..``, ``.git``), before any call."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils._validators import validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError as err:
+        reason = str(err).split(":")[0].rstrip(".")
+        raise ModelNotFoundError(
+            text,
+            f"not a file, not a bundled model (`kvplan models` lists them) and not a valid Hub id: {reason}",
+        ) from err
+
+
+def _check_revision(revision: str) -> None:
+    """A revision names a branch, tag or commit; it must not climb out of the cache folder."""
+    parts = revision.split("/")
+    if not revision.strip() or revision.startswith("/") or ".." in parts or "" in parts or "\x00" in revision:
+        raise OptionError("revision", f"{revision!r} is not a branch, tag or commit name")
+
+
 def _from_path(requested: str, path: Path) -> ModelSource:
-    if path.is_dir():
+    if path_kind(path) == "a folder":
         for name in CONFIG_NAMES:
-            if (path / name).is_file():
-                path = path / name
-                break
+            candidate = path / name
+            try:
+                os.stat(candidate)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                pass  # read_text below names the problem
+            path = candidate
+            break
         else:
             raise ConfigFileError(str(path), "folder holds no config.json or params.json")
-    try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigFileError(str(path), f"cannot be read: {err}") from err
+    text = read_text(path)
     name = path.parent.name if path.name in CONFIG_NAMES else path.stem
     return ModelSource(requested, name or requested, "path", str(path), load_json_text(text, str(path)))
 
@@ -156,54 +212,262 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _read_cached(requested: str, repo_id: str, file_path: str, origin: str, revision: str | None) -> ModelSource:
+# ----------------------------------------------------------------------------------------------------------
+# The local Hugging Face cache
+
+
+def _read_cached(repo_id: str, file_path: Path, origin: str, revision: str | None) -> ModelSource:
+    """A config file of the HF cache; anything wrong with it is a HubCacheError naming the entry."""
     note = f"revision {revision}" if revision else ""
-    text = Path(file_path).read_text("utf-8")
-    return ModelSource(requested, repo_id, origin, file_path, load_json_text(text, file_path), note)
+    try:
+        raw = load_json_text(read_text(file_path), str(file_path))
+    except FileReadError as err:
+        raise HubCacheError(repo_id, str(file_path), err.problem) from err
+    except ConfigFileError as err:
+        raise HubCacheError(repo_id, str(file_path), err.message.removeprefix(f"{file_path}: ")) from err
+    return ModelSource(repo_id, repo_id, origin, str(file_path), raw, note)
 
 
 def _from_hf_cache(repo_id: str, revision: str | None) -> ModelSource | None:
-    from huggingface_hub import try_to_load_from_cache
+    """The config in the local HF cache, or None when it is not there.
 
+    The layout is huggingface_hub's (file_download.try_to_load_from_cache): models--org--name/refs/<revision>
+    holds a commit hash, snapshots/<commit>/<file> links to blobs/<etag>. It is read here rather than through
+    try_to_load_from_cache so that a broken entry is an error naming it, not a silent miss and a network call.
+    """
+    if revision is not None:
+        _check_revision(revision)
+    repo = Path(hub_cache_dir()) / ("models--" + repo_id.replace("/", "--"))
+    if not repo.is_dir():
+        return None
+    commit = _cached_commit(repo_id, repo, revision or "main")
+    if commit is None:
+        return None
     for name in CONFIG_NAMES:
-        found = try_to_load_from_cache(repo_id, name, cache_dir=hub_cache_dir(), revision=revision)
-        if isinstance(found, str):
-            return _read_cached(repo_id, repo_id, found, "hf-cache", revision)
+        file_path = repo / "snapshots" / commit / name
+        if file_path.is_symlink() and not file_path.exists():
+            raise HubCacheError(repo_id, str(file_path), "is a dangling link (its blob is missing)")
+        if os.path.lexists(file_path):
+            return _read_cached(repo_id, file_path, "hf-cache", revision)
     return None
+
+
+def _cached_commit(repo_id: str, repo: Path, revision: str) -> str | None:
+    if _COMMIT.match(revision):
+        return revision
+    ref = repo / "refs" / revision
+    if not os.path.lexists(ref):
+        return None
+    try:
+        text = read_text(ref, limit=4096).strip()
+    except FileReadError as err:
+        raise HubCacheError(repo_id, str(ref), err.problem) from err
+    if not _COMMIT.match(text):
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise HubCacheError(repo_id, str(ref), f"holds {shown!r}, not a 40-digit commit hash")
+    return text
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The Hub
+
+
+def hub_endpoint() -> str:
+    """HF_ENDPOINT (read at call time, so a test or a mirror can set it), checked to be an http(s) URL."""
+    value = os.environ.get("HF_ENDPOINT")
+    if value is None or not value.strip():
+        return _DEFAULT_ENDPOINT
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in text)
+        ok = ok and (parts.port is None or parts.port > 0)  # .port raises ValueError for a bad port
+    except ValueError:
+        ok = False
+    if not ok:
+        raise OptionError(
+            "HF_ENDPOINT",
+            f"{value!r} is not an http(s) URL; set it to the Hub or a mirror (https://huggingface.co), or unset it",
+        )
+    return text.rstrip("/")
+
+
+def hub_timeout() -> float:
+    """Seconds to wait for the Hub: HF_HUB_ETAG_TIMEOUT when it is a positive number, else HUB_TIMEOUT_S."""
+    try:
+        value = float(os.environ.get("HF_HUB_ETAG_TIMEOUT", ""))
+    except ValueError:
+        return HUB_TIMEOUT_S
+    return value if 0 < value < 3600 else HUB_TIMEOUT_S
+
+
+def _network_advice(endpoint: str) -> str:
+    """What to do when the Hub cannot be reached; names HF_ENDPOINT only when it is set."""
+    where = f", and HF_ENDPOINT ({endpoint})" if os.environ.get("HF_ENDPOINT") else ""
+    return (
+        f"check the network and proxy settings{where}; or pass a local config.json path, or set HF_HUB_OFFLINE=1 "
+        "to use only bundled and cached configs"
+    )
 
 
 def _from_hub(repo_id: str, revision: str | None, token: str | None) -> ModelSource:
     if hub_offline():
         raise OfflineError(repo_id, "HF_HUB_OFFLINE is set")
+    endpoint = hub_endpoint()
+    for name in CONFIG_NAMES:
+        try:
+            size = _remote_size(repo_id, name, revision, token, endpoint)
+        except _NoSuchFile:
+            continue  # no config.json: try Meta's params.json
+        if size is not None and size > MAX_FILE_BYTES:
+            raise HubError(
+                repo_id,
+                f"the Hub's {name} is {size:,} bytes, more than the {MAX_FILE_BYTES // 2**20} MiB kvplan reads",
+                "pass a local config.json path",
+            )
+        path = _download(repo_id, name, revision, token, endpoint)
+        try:
+            return _read_cached(repo_id, path, "hub", revision)
+        except HubCacheError as err:
+            raise HubError(
+                repo_id,
+                f"the Hub's {name} cannot be used ({err.message.split('; repair')[0].split(' ', 2)[-1]})",
+                f"if HF_ENDPOINT points at a proxy or mirror, check it; delete {path.parent.parent.parent} to retry, "
+                "or pass a local config.json path",
+            ) from err
+    raise ModelNotFoundError(repo_id, "the repository has neither config.json nor params.json")
+
+
+class _NoSuchFile(Exception):
+    """The repo exists but has no such file (try the next config name)."""
+
+
+def _remote_size(repo_id: str, name: str, revision: str | None, token: str | None, endpoint: str) -> int | None:
+    """One HEAD request, no retries, a short timeout: the file's size, or a clear error at once.
+
+    hf_hub_download alone retries a failed HEAD for up to a minute (file_download._hf_hub_download_to_cache_dir,
+    _ETAG_RETRY_TIMEOUT with retry_on_errors=True); asking first with get_hf_file_metadata(retry_on_errors=False)
+    fails within hub_timeout() seconds instead.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    url = hf_hub_url(repo_id, name, revision=revision, endpoint=endpoint)
+    try:
+        meta = get_hf_file_metadata(url, token=token, timeout=hub_timeout(), endpoint=endpoint, retry_on_errors=False)
+    except Exception as err:
+        raise _hub_failure(err, repo_id, revision, endpoint) from err
+    if meta.commit_hash is None or meta.etag is None:
+        raise HubError(
+            repo_id,
+            f"{endpoint} does not answer like a Hugging Face Hub (no commit or ETag header)",
+            _network_advice(endpoint),
+        )
+    return meta.size
+
+
+@contextmanager
+def _download_timeout() -> Iterator[None]:
+    """huggingface_hub reads its download timeout (HF_HUB_DOWNLOAD_TIMEOUT, 10 s) once at import; for one small
+    file kvplan waits hub_timeout() instead, unless the user set HF_HUB_DOWNLOAD_TIMEOUT."""
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT"):
+        yield
+        return
+    saved = constants.HF_HUB_DOWNLOAD_TIMEOUT
+    constants.HF_HUB_DOWNLOAD_TIMEOUT = max(1, round(hub_timeout()))
+    try:
+        yield
+    finally:
+        constants.HF_HUB_DOWNLOAD_TIMEOUT = saved
+
+
+def _download(repo_id: str, name: str, revision: str | None, token: str | None, endpoint: str) -> Path:
     from huggingface_hub import hf_hub_download
+
+    try:
+        with _download_timeout():
+            return Path(
+                hf_hub_download(
+                    repo_id,
+                    name,
+                    revision=revision,
+                    token=token,
+                    cache_dir=hub_cache_dir(),
+                    endpoint=endpoint,
+                    etag_timeout=hub_timeout(),
+                )
+            )
+    except _NoSuchFile:  # pragma: no cover - raised by _hub_failure only
+        raise
+    except Exception as err:
+        failure = _hub_failure(err, repo_id, revision, endpoint)
+        if isinstance(failure, _NoSuchFile):
+            raise ModelNotFoundError(repo_id, f"the Hub lists {name} but does not serve it") from err
+        raise failure from err
+
+
+def _hub_failure(err: Exception, repo_id: str, revision: str | None, endpoint: str) -> Exception:
+    """The user's error for one failed Hub call (huggingface_hub and httpx exceptions -> one clear line)."""
+    import httpx2
     from huggingface_hub.errors import (
         EntryNotFoundError,
+        FileMetadataError,
         GatedRepoError,
         HfHubHTTPError,
-        LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
-    for name in CONFIG_NAMES:
-        try:
-            path = hf_hub_download(repo_id, name, revision=revision, token=token, cache_dir=hub_cache_dir())
-        except GatedRepoError as err:
-            raise GatedModelError(repo_id) from err
-        except RepositoryNotFoundError as err:
-            raise ModelNotFoundError(
-                repo_id,
-                "no such repository on the Hugging Face Hub (if it is private, log in or pass --token); "
-                "`kvplan models` lists the bundled models, or pass a local config.json",
-            ) from err
-        except RevisionNotFoundError as err:
-            raise ModelNotFoundError(repo_id, f"revision {revision!r} does not exist") from err
-        except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
-            raise OfflineError(repo_id, "the Hub could not be reached") from err
-        except EntryNotFoundError:
-            continue  # no config.json: try Meta's params.json
-        except HfHubHTTPError as err:
-            raise ModelNotFoundError(repo_id, f"the Hub answered: {err}") from err
-        return _read_cached(repo_id, repo_id, path, "hub", revision)
-    raise ModelNotFoundError(repo_id, "the repository has neither config.json nor params.json")
+    if isinstance(err, KvplanError):
+        return err
+    if isinstance(err, GatedRepoError):
+        return GatedModelError(repo_id)
+    if isinstance(err, RevisionNotFoundError):
+        return ModelNotFoundError(repo_id, f"revision {revision!r} does not exist")
+    if isinstance(err, EntryNotFoundError):
+        return _NoSuchFile()
+    if isinstance(err, RepositoryNotFoundError):
+        return ModelNotFoundError(
+            repo_id,
+            "no such repository on the Hugging Face Hub (if it is private, log in or pass --token); "
+            "`kvplan models` lists the bundled models, or pass a local config.json",
+        )
+    if isinstance(err, OfflineModeIsEnabled):
+        return OfflineError(repo_id, "huggingface_hub is in offline mode")
+    if isinstance(err, HfHubHTTPError):
+        return _http_failure(err.response.status_code if err.response is not None else 0, repo_id, endpoint)
+    if isinstance(err, FileMetadataError):
+        return HubError(
+            repo_id,
+            f"{endpoint} does not answer like a Hugging Face Hub (no commit header)",
+            _network_advice(endpoint),
+        )
+    if isinstance(err, httpx2.TimeoutException):
+        return HubError(repo_id, f"{endpoint} did not answer within {hub_timeout():g} s", _network_advice(endpoint))
+    if isinstance(err, httpx2.HTTPError | OSError):
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return HubError(repo_id, f"cannot connect to {endpoint} ({reason[:120]})", _network_advice(endpoint))
+    return err
+
+
+def _http_failure(status: int, repo_id: str, endpoint: str) -> KvplanError:
+    local = "or pass a local config.json path"
+    if status == 429:
+        return HubError(
+            repo_id,
+            "the Hub is rate limiting requests (HTTP 429)",
+            f"wait a minute and retry, log in (`hf auth login`) or set HF_TOKEN for a higher limit, {local}",
+        )
+    if status in (401, 403):
+        return GatedModelError(repo_id)
+    if status == 404:
+        return ModelNotFoundError(repo_id, f"the Hub at {endpoint} answered 404 (not found); check the id, {local}")
+    if status >= 500:
+        return HubError(
+            repo_id,
+            f"the Hub at {endpoint} answered HTTP {status} (a server error)",
+            f"retry later, {local}, or set HF_HUB_OFFLINE=1 to use only bundled and cached configs",
+        )
+    return HubError(repo_id, f"the Hub at {endpoint} answered HTTP {status}", _network_advice(endpoint))

@@ -6,13 +6,17 @@ A :class:`~kvplan.errors.KvplanError` prints one line on stderr and exits with i
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import sys
 import traceback
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
-from kvplan.errors import KvplanError
+from kvplan.errors import ExitCode, KvplanError
 
 
 class KvplanGroup(TyperGroup):
@@ -40,9 +44,35 @@ app = typer.Typer(
 )
 
 
+#: Write failures of stdout: a closed pipe, a full disk (/dev/full), a vanished terminal or file system.
+_OUTPUT_ERRNOS = frozenset({errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EBADF, errno.EFBIG, errno.EDQUOT})
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. A closed or full stdout ends the run cleanly, not with a traceback."""
     try:
-        app(prog_name="kvplan")
+        try:
+            app(prog_name="kvplan")
+        finally:
+            if sys.stdout is not None:
+                sys.stdout.flush()
     except KeyboardInterrupt:  # pragma: no cover - interactive
         raise SystemExit(130) from None
+    except OSError as err:
+        if err.errno not in _OUTPUT_ERRNOS:
+            raise
+        raise SystemExit(_output_failed(err)) from None
+
+
+def _output_failed(err: OSError) -> int:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail again (the Python docs' "Note on
+    SIGPIPE", signal module), say what happened unless the reader just went away, and return the exit code."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    if err.errno == errno.EPIPE:
+        return 1  # the reader closed the pipe (`kvplan models | head -1`): nothing to say
+    with contextlib.suppress(OSError):
+        sys.stderr.write(f"kvplan: error: cannot write the output to stdout: {err.strerror or err}\n")
+        sys.stderr.flush()
+    return int(ExitCode.USAGE)
