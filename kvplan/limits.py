@@ -14,7 +14,7 @@ MAX_JSON_DEPTH = 64
 
 #: Decoder layers a config may declare (the deepest real models have a few hundred). The layout keeps one spec
 #: per layer, so this bounds the work of every command.
-MAX_LAYERS = 10_000
+MAX_LAYERS = 4096
 
 #: Attention heads a config may declare (real models have at most a few hundred). With this bound, listing every
 #: G that divides the heads takes at most sqrt(MAX_HEADS) = 1,024 trial divisions.

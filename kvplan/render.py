@@ -7,11 +7,13 @@ The only module that prints. Data goes to stdout, messages to stderr. Byte count
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -28,17 +30,47 @@ if TYPE_CHECKING:
     from kvplan.verify import VerifyReport
 
 
+#: Characters that must not reach a terminal as they are: C0 controls but the newline (ESC starts a colour, a
+#: title change or a clipboard write; CR overwrites a line), DEL, the C1 controls (U+009B is a CSI on some
+#: terminals) and the bidirectional overrides that reorder what is shown.
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def escape_control(text: str) -> str:
+    """``text`` with each control character written as its escape (``\\x1b``, ``\\u202e``)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
+
+
+class SafeConsole(Console):
+    """A Console for untrusted text: rich markup (``[bold]``, ``[link=...]``) and emoji codes in strings are
+    shown as written, and control characters are escaped in everything printed (tables, notes, errors).
+
+    Every print goes through :meth:`render` (rich Console.print), so escaping there covers every renderable;
+    the style codes rich itself writes are control segments and pass unchanged.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, soft_wrap=True, **kwargs)
+
+    def render(self, renderable: Any, options: Any = None) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control is None and _CONTROL.search(segment.text):
+                yield Segment(escape_control(segment.text), segment.style)
+            else:
+                yield segment
+
+
 def stdout_console() -> Console:
     """Console for data. When stdout is not a terminal (a pipe, a file, a test) tables are not squeezed to 80
     columns: they get the width they need up to 200 (COLUMNS still wins)."""
-    console = Console(soft_wrap=True, highlight=False)
+    console = SafeConsole()
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(soft_wrap=True, highlight=False, width=200)
+        console = SafeConsole(width=200)
     return console
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, soft_wrap=True, highlight=False)
+    return SafeConsole(stderr=True)
 
 
 def print_explanation(console: Console, exp: Explanation, units: str) -> None:
@@ -184,7 +216,8 @@ def render_rows(
 
 
 def print_json(text: str) -> None:
-    sys.stdout.write(text + "\n")
+    """JSON on stdout. JSON already escapes C0 controls; DEL, C1 and bidi controls get \\u escapes too."""
+    sys.stdout.write(_CONTROL.sub(lambda m: f"\\u{ord(m[0]):04x}", text) + "\n")
 
 
 def print_error(message: str) -> None:

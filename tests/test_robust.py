@@ -334,6 +334,42 @@ def test_gpu_file_bytes_of_absurd_magnitude(tmp_path: Path) -> None:
     assert "entries.0.usable_bytes: Input should be less than or equal to 9223372036854775807" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("num_hidden_layers", 10**30, "num_hidden_layers = a 31-digit number, more than the 4,096"),
+        ("num_hidden_layers", 10**6, "num_hidden_layers = 1,000,000, more than the 4,096"),
+        ("num_attention_heads", 10**9, "num_attention_heads = 1,000,000,000, more than the 1,048,576"),
+        ("max_position_embeddings", 10**400, "max_position_embeddings = a 401-digit number, more than the 9,223"),
+        ("hidden_size", 10**400, "hidden_size = a 401-digit number"),
+    ],
+    ids=["layers-1e30", "layers-1e6", "heads-1e9", "context-1e400", "hidden-1e400"],
+)
+def test_absurd_config_magnitudes_fail_at_once(tmp_path: Path, key: str, value: int, fragment: str) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**SMALL, key: value}))
+    started = time.monotonic()
+    line = size_error(str(path))
+    assert time.monotonic() - started < 5
+    assert fragment in line
+
+
+def test_deepest_and_widest_allowed_configs_stay_quick(tmp_path: Path) -> None:
+    from kvplan.limits import MAX_HEADS, MAX_LAYERS
+
+    for name, extra in (
+        ("deep", {"num_hidden_layers": MAX_LAYERS}),
+        ("wide", {"num_attention_heads": MAX_HEADS, "num_key_value_heads": MAX_HEADS, "hidden_size": 64 * MAX_HEADS}),
+    ):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({**SMALL, "intermediate_size": 512, "vocab_size": 1000, **extra}))
+        started = time.process_time()
+        args = ["pick-g", "--model", str(path), "--gpu", "h100", "--ctx", "4k", "--batch", "1"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert time.process_time() - started < 20, name
+
+
 def test_divisors_match_brute_force() -> None:
     for n in range(1, 2000):
         assert divisors(n) == tuple(d for d in range(1, n + 1) if n % d == 0)
@@ -449,3 +485,68 @@ def test_errors_are_kvplan_errors_in_the_library(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "p.json")
     with pytest.raises(errors.FileReadError):
         resolve(str(tmp_path / "p.json"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Untrusted text: control characters escaped, rich markup shown as written
+
+HOSTILE = "llama\x1b[31mRED\x9b2J[bold]B[/bold][link=http://evil.example]L[/link]:smile:\u202e"
+
+
+def _no_raw_controls(text: str) -> None:
+    for char in ("\x1b", "\x9b", "\u202e", "\r"):
+        assert char not in text
+
+
+def test_model_type_controls_and_markup_are_shown_literally(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**SMALL, "model_type": HOSTILE}))
+    result = CliRunner().invoke(app, ["size", str(path), "--ctx", "16"])
+    assert result.exit_code == 0, result.output
+    _no_raw_controls(result.stdout + result.stderr)
+    assert "llama\\x1b[31mRED\\x9b2J[bold]B[/bold][link=http://evil.example]L[/link]:smile:\\u202e" in result.stdout
+
+
+def test_json_output_escapes_c1_and_bidi_controls(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**SMALL, "model_type": HOSTILE}))
+    result = CliRunner().invoke(app, ["size", str(path), "--ctx", "16", "--json"])
+    assert result.exit_code == 0, result.output
+    _no_raw_controls(result.stdout)
+    assert f'"family": {json.dumps(HOSTILE)}' in result.stdout
+    assert HOSTILE in _strings(json.loads(result.stdout))  # the value itself is kept exactly
+
+
+def _strings(data: object) -> set[str]:
+    if isinstance(data, dict):
+        return {s for v in data.values() for s in _strings(v)}
+    if isinstance(data, list):
+        return {s for v in data for s in _strings(v)}
+    return {data} if isinstance(data, str) else set()
+
+
+def test_file_name_controls_are_escaped_in_errors(tmp_path: Path) -> None:
+    line = size_error(str(tmp_path / "x\x1b]0;pwned\x07.json"))
+    _no_raw_controls(line)
+    assert "x\\x1b]0;pwned" in line
+
+
+def test_gpu_file_text_is_escaped_in_the_table(tmp_path: Path) -> None:
+    path = tmp_path / "gpus.yaml"
+    path.write_text(
+        'entries:\n  - id: evil\n    name: "Evil\\e[2J[bold]GPU"\n    usable_bytes: 1000\n'
+        '    usable_source: measured\n    notes: "\\e]52;c;ZWNobyBoaQ==\\a"\n'
+    )
+    result = CliRunner().invoke(app, ["gpus", "--gpu-file", str(path)])
+    assert result.exit_code == 0, result.output
+    _no_raw_controls(result.stdout)
+    assert "Evil\\x1b[2J[bold]GPU" in result.stdout
+
+
+def test_gpu_file_problems_are_escaped(tmp_path: Path) -> None:
+    path = tmp_path / "gpus.yaml"
+    path.write_text('entries:\n  - id: evil\n    name: x\n    "bad\\e[31mkey": 1\n')
+    result = CliRunner().invoke(app, ["gpus", "--gpu-file", str(path)])
+    assert result.exit_code == 2
+    _no_raw_controls(result.stderr)
+    assert "bad\\x1b[31mkey" in result.stderr

@@ -25,6 +25,7 @@ from kvplan.layout import (
     attention_layer,
     mla_layer,
 )
+from kvplan.limits import MAX_COUNT, MAX_HEADS, MAX_LAYERS
 
 Raw = Mapping[str, Any]
 
@@ -299,19 +300,23 @@ class Fields:
                 return key, self.defaults[key]
         return None
 
-    def integer(self, quantity: str, keys: Sequence[str], *, minimum: int = 1) -> int:
+    def integer(self, quantity: str, keys: Sequence[str], *, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
         found = self.find(keys, quantity)
         if found is None:
             raise ConfigError(self.model, quantity, keys, "missing")
-        return self._check_int(quantity, keys, found, minimum)
+        return self._check_int(quantity, keys, found, minimum, maximum)
 
-    def optional_integer(self, quantity: str, keys: Sequence[str], *, minimum: int = 1) -> int | None:
+    def optional_integer(
+        self, quantity: str, keys: Sequence[str], *, minimum: int = 1, maximum: int = MAX_COUNT
+    ) -> int | None:
         found = self.find(keys, quantity)
-        return None if found is None else self._check_int(quantity, keys, found, minimum)
+        return None if found is None else self._check_int(quantity, keys, found, minimum, maximum)
 
-    def _check_int(self, quantity: str, keys: Sequence[str], found: tuple[str, Any], minimum: int) -> int:
+    def _check_int(
+        self, quantity: str, keys: Sequence[str], found: tuple[str, Any], minimum: int, maximum: int = MAX_COUNT
+    ) -> int:
         key, value = found
-        return check_count(self.model, quantity, keys, key, value, minimum)
+        return check_count(self.model, quantity, keys, key, value, minimum, maximum)
 
     def flag(self, key: str, default: bool = False) -> bool:
         value = self.get(key, default)
@@ -351,9 +356,12 @@ class Fields:
         return Fields(self.model, value, {})
 
 
-def check_count(model: str, quantity: str, keys: Sequence[str], key: str, value: object, minimum: int) -> int:
+def check_count(
+    model: str, quantity: str, keys: Sequence[str], key: str, value: object, minimum: int, maximum: int = MAX_COUNT
+) -> int:
     """A count or size from a config: a whole number (not bool, float, string, NaN or infinity), at least
-    ``minimum``. JSON's 4096.0 is a float and refused like "4096": no config class writes counts that way."""
+    ``minimum``. JSON's 4096.0 is a float and refused like "4096": no config class writes counts that way.
+    At most ``maximum`` (2^63 - 1, or a stated limit such as MAX_LAYERS), so that work stays bounded."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(
             model,
@@ -363,6 +371,9 @@ def check_count(model: str, quantity: str, keys: Sequence[str], key: str, value:
         )
     if value < minimum:
         raise ConfigError(model, quantity, keys, f"{key} = {value}, must be at least {minimum}")
+    if value > maximum:
+        shown = f"{value:,}" if value < 10**30 else f"a {len(str(value)):,}-digit number"
+        raise ConfigError(model, quantity, keys, f"{key} = {shown}, more than the {maximum:,} kvplan plans for")
     return value
 
 
@@ -593,8 +604,8 @@ def read_meta_params(raw: Raw, model: str, source: str = "") -> CacheLayout:
     Llama 2 7B/13B params.json omit n_kv_heads (they are MHA); Mistral's adds an explicit head_dim.
     """
     f = Fields(model, raw, {})
-    layers = f.integer("layers", ("n_layers",))
-    heads = f.integer("query heads", ("n_heads",))
+    layers = f.integer("layers", ("n_layers",), maximum=MAX_LAYERS)
+    heads = f.integer("query heads", ("n_heads",), maximum=MAX_HEADS)
     dim = f.integer("hidden size", ("dim",))
     kv = f.optional_integer("KV heads", ("n_kv_heads",)) or heads
     head_dim = f.optional_integer("head_dim", ("head_dim",)) or _divide(model, dim, heads)
@@ -677,11 +688,11 @@ def _check_divides(model: str, heads: int, kv_heads: int) -> None:
 
 
 def read_shape(f: Fields, family: str, rules: list[str], notes: list[ConfigWarning]) -> Shape:
-    layers = f.integer("layers", LAYER_KEYS)
+    layers = f.integer("layers", LAYER_KEYS, maximum=MAX_LAYERS)
     if family in PURE_SSM_FAMILIES:
         # Mamba / Mamba2 checkpoints have no attention: their head keys (Mamba2 num_heads, head_dim) are SSM dims.
         return Shape(layers, 0, 0, 0, f.integer("hidden size", HIDDEN_KEYS))
-    heads = f.integer("query heads", HEAD_KEYS)
+    heads = f.integer("query heads", HEAD_KEYS, maximum=MAX_HEADS)
     hidden = f.integer("hidden size", HIDDEN_KEYS)
     head_dim = read_head_dim(f, hidden, heads, rules)
     kv_heads = read_kv_heads(f, family, heads, rules, notes)
@@ -1113,7 +1124,9 @@ LAYER_BUILDERS: tuple[LayerBuilder, ...] = (
 def mtp_layers(f: Fields, shape: Shape, layers: tuple[LayerSpec, ...], rules: list[str]) -> tuple[LayerSpec, ...]:
     """Rule mtp_layers: DeepSeek-V3/R1/V3.2 (num_nextn_predict_layers) and Qwen3.5 (mtp_num_hidden_layers)
     ship multi-token-prediction layers that cache like a main layer when used for speculative decoding."""
-    count = f.optional_integer("MTP layers", ("num_nextn_predict_layers", "mtp_num_hidden_layers"), minimum=0)
+    count = f.optional_integer(
+        "MTP layers", ("num_nextn_predict_layers", "mtp_num_hidden_layers"), minimum=0, maximum=MAX_LAYERS
+    )
     if not count:
         return ()
     template = next((layer for layer in layers if layer.kind in (LayerKind.MLA, LayerKind.FULL)), None)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kvplan.errors import OptionError
-from kvplan.formula import check_positive
+from kvplan.formula import check_positive, divisors
 from kvplan.layout import CacheLayout
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def allowed_tp(layout: CacheLayout, engine: Engine) -> tuple[int, ...]:
     from kvplan.engines import EngineOptions
 
     h = layout.query_heads
-    candidates = [t for t in range(1, h + 1) if h % t == 0] if h else list(_SSM_TP)
+    candidates = list(divisors(h)) if h else list(_SSM_TP)
     out = []
     for tp in candidates:
         try:
