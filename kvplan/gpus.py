@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
@@ -32,6 +32,10 @@ from kvplan.files import read_text
 from kvplan.limits import MAX_COUNT
 from kvplan.units import exact_and_human, human_bytes
 from kvplan.yamlread import load_yaml
+
+if TYPE_CHECKING:
+    from kvplan.engines import Engine
+    from kvplan.engines.budget import KvBudget
 
 MiB = 2**20
 GiB = 2**30
@@ -598,13 +602,16 @@ class Budget:
     #: The per-GPU capacity the plan starts from (the gpu's usable_bytes).
     usable_bytes: int
     utilization: float
-    #: ceil(usable x utilization), as vLLM's request_memory: the share the engine may use.
+    #: What the engine may hold in all: ceil(usable x utilization) under vLLM's rule (its request_memory);
+    #: weights + reserve + KV under TensorRT-LLM's, whose fraction applies to the free memory.
     requested_bytes: int
     weights_bytes: int
     reserve_bytes: int
-    #: requested - weights - reserve. Negative when nothing fits: then -kv_bytes_per_gpu is the shortfall.
+    #: The engine's budget rule applied. Negative when nothing fits: then -kv_bytes_per_gpu is the shortfall.
     kv_bytes_per_gpu: int
     count: int
+    #: The engine's rule with its arithmetic (engines/budget.py).
+    rule: KvBudget
 
     @property
     def fits(self) -> bool:
@@ -648,23 +655,30 @@ def budget(
     weights_bytes_per_gpu: int,
     utilization: float = 0.90,
     reserve_bytes: int = DEFAULT_RESERVE,
+    engine: Engine | None = None,
 ) -> Budget:
-    """Per-GPU KV memory: ``ceil(usable x utilization) - weights - reserve`` (may be negative)."""
+    """Per-GPU KV memory under ``engine``'s budget rule (may be negative); without an engine, the ideal rule,
+    ``ceil(usable x utilization) - weights - reserve``."""
     check_utilization(utilization)
     if not _whole_bytes(reserve_bytes):
         raise OptionError("--reserve", f"must be a size of 0 or more, e.g. 2GiB or 512MiB; got {reserve_bytes!r}")
     if not _whole_bytes(weights_bytes_per_gpu):
         raise OptionError("weights_bytes_per_gpu", f"must be whole bytes, 0 or more; got {weights_bytes_per_gpu!r}")
-    requested = requested_memory(gpu.usable_bytes, utilization)
+    if engine is None:
+        from kvplan.engines import get_engine
+
+        engine = get_engine("ideal")
+    rule = engine.kv_budget(gpu.usable_bytes, weights_bytes_per_gpu, reserve_bytes, _fraction(utilization))
     return Budget(
         gpu=gpu,
         usable_bytes=gpu.usable_bytes,
         utilization=utilization,
-        requested_bytes=requested,
+        requested_bytes=rule.requested_bytes,
         weights_bytes=weights_bytes_per_gpu,
         reserve_bytes=reserve_bytes,
-        kv_bytes_per_gpu=requested - weights_bytes_per_gpu - reserve_bytes,
+        kv_bytes_per_gpu=rule.kv_bytes,
         count=gpu.count,
+        rule=rule,
     )
 
 
@@ -676,19 +690,36 @@ def utilization_text(utilization: float) -> str:
 
 def budget_lines(b: Budget, units: str = "iec") -> list[str]:
     """The budget's arithmetic as text lines (render.py prints them): a summary, then each exact term."""
+    from kvplan.engines.budget import BudgetBasis
+
     per = " per GPU" if b.count > 1 else ""
     u = utilization_text(b.utilization)
     result = f"{human_bytes(b.kv_bytes_per_gpu, units)} for the KV cache{per}"
-    lines = [
-        f"{human_bytes(b.usable_bytes, units)} usable x {u} = {human_bytes(b.requested_bytes, units)} "
-        f"- {human_bytes(b.weights_bytes, units)} weights - {human_bytes(b.reserve_bytes, units)} reserve = {result}",
-        f"usable{per}: {exact_and_human(b.usable_bytes, units)}; {b.gpu.source}",
-        f"requested: ceil({b.usable_bytes:,} B x {u}) = {exact_and_human(b.requested_bytes, units)} "
-        "(--gpu-memory-utilization, as vLLM's request_memory)",
+    terms = " - ".join(f"{human_bytes(t.bytes, units)} {t.name}" for t in b.rule.terms)
+    exact_terms = " - ".join(f"{t.bytes:,}" for t in b.rule.terms)
+    if b.rule.basis is BudgetBasis.FREE:
+        headline = f"({human_bytes(b.usable_bytes, units)} usable - {terms}) x {u} = {result}"
+        share = [
+            f"free: {b.usable_bytes:,} - {exact_terms} = {exact_and_human(b.rule.free_bytes, units)}",
+            f"KV cache{per}: floor({b.rule.free_bytes:,} B x {u}) = {exact_and_human(b.kv_bytes_per_gpu, units)} "
+            f"(--gpu-memory-utilization as free_gpu_memory_fraction: {b.rule.source})",
+        ]
+    else:
+        requested = human_bytes(b.requested_bytes, units)
+        headline = f"{human_bytes(b.usable_bytes, units)} usable x {u} = {requested} - {terms} = {result}"
+        share = [
+            f"KV cache{per}: {b.requested_bytes:,} - {exact_terms} = {exact_and_human(b.kv_bytes_per_gpu, units)}",
+        ]
+    lines = [headline, f"usable{per}: {exact_and_human(b.usable_bytes, units)}; {b.gpu.source}"]
+    if b.rule.basis is BudgetBasis.TOTAL:
+        lines.append(
+            f"requested: ceil({b.usable_bytes:,} B x {u}) = {exact_and_human(b.requested_bytes, units)} "
+            "(--gpu-memory-utilization, as vLLM's request_memory)"
+        )
+    lines += [
         f"weights{per}: {exact_and_human(b.weights_bytes, units)}",
         f"reserve{per}: {exact_and_human(b.reserve_bytes, units)} (activation peak, NCCL/cuBLAS workspaces; --reserve)",
-        f"KV cache{per}: {b.requested_bytes:,} - {b.weights_bytes:,} - {b.reserve_bytes:,} = "
-        f"{exact_and_human(b.kv_bytes_per_gpu, units)}",
+        *share,
     ]
     if b.fits and b.count > 1:
         lines.append(

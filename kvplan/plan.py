@@ -253,7 +253,7 @@ def capacity(
     from dataclasses import replace as dc_replace
     from fractions import Fraction
 
-    from kvplan.engines import EngineOptions, kv_budget
+    from kvplan.engines import EngineOptions, get_engine
     from kvplan.engines import capacity as engine_capacity
     from kvplan.readers.config import read_config
 
@@ -285,9 +285,10 @@ def capacity(
         per_gpu_weights = weights.bytes_per_gpu(tp)
         reserve = DEFAULT_RESERVE if reserve_bytes is None else reserve_bytes
         fraction = Fraction(str(check_utilization(utilization)))
-        memory, rule = kv_budget(engine, selection.usable_bytes, per_gpu_weights, reserve, fraction)
+        rule = get_engine(engine).kv_budget(selection.usable_bytes, per_gpu_weights, reserve, fraction)
+        memory = rule.kv_bytes
         gpu_title = selection.title
-        lines = [f"{selection.title}; {selection.source}", f"KV memory per GPU = {rule}"]
+        lines = [f"{selection.title}; {selection.source}", f"KV memory per GPU = {rule.exact_text()}"]
         if memory <= 0:
             raise OptionError(
                 "--gpu",

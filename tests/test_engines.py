@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvplan.engines import ENGINES, EngineOptions, capacity, get_engine, kv_budget, split_layers
+from kvplan.engines import ENGINES, EngineOptions, capacity, get_engine, split_layers
 from kvplan.errors import OptionError
 from kvplan.layout import CacheLayout, LayerKind, attention_layer
 from kvplan.resolve import load_model
@@ -209,10 +209,12 @@ def test_trtllm_blocks_and_tp_estimator() -> None:
 
 def test_trtllm_budget_is_a_fraction_of_free_memory() -> None:
     usable, weights, reserve = 80 * GiB, 16 * GiB, 2 * GiB
-    trt, _ = kv_budget("trtllm", usable, weights, reserve, Fraction(9, 10))
-    vllm, _ = kv_budget("vllm", usable, weights, reserve, Fraction(9, 10))
-    assert trt == (80 - 16 - 2) * GiB * 9 // 10
-    assert vllm == -(-80 * GiB * 9 // 10) - 16 * GiB - 2 * GiB
+    trt = get_engine("trtllm").kv_budget(usable, weights, reserve, Fraction(9, 10))
+    vllm = get_engine("vllm").kv_budget(usable, weights, reserve, Fraction(9, 10))
+    assert trt.kv_bytes == (80 - 16 - 2) * GiB * 9 // 10
+    assert trt.requested_bytes == weights + reserve + trt.kv_bytes
+    assert vllm.kv_bytes == -(-80 * GiB * 9 // 10) - 16 * GiB - 2 * GiB
+    assert vllm.requested_bytes == -(-80 * GiB * 9 // 10)
 
 
 # ---- engine choice and errors ----------------------------------------------------------------------------

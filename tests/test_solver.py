@@ -17,7 +17,7 @@ from kvplan import catalog
 from kvplan.engines import ENGINE_CLASSES, EngineOptions, get_engine
 from kvplan.errors import KvplanError, OptionError
 from kvplan.formula import valid_kv_heads, with_kv_heads
-from kvplan.gpus import DEFAULT_RESERVE, GpuSelection, budget
+from kvplan.gpus import DEFAULT_RESERVE, GpuSelection
 from kvplan.layout import CacheLayout
 from kvplan.readers.config import read_config
 from kvplan.resolve import ModelSource, load_model, resolve
@@ -347,9 +347,13 @@ def gpu_of(usable: int) -> GpuSelection:
     return GpuSelection(None, "test", usable, 1, "test")
 
 
-def kv_limit(layout: CacheLayout, usable: int, g: int | None, tp: int = 1) -> int:
+def kv_limit(layout: CacheLayout, usable: int, g: int | None, tp: int = 1, engine: str = "ideal") -> int:
+    """The KV budget at utilization 0.9 and no reserve, written out: TensorRT-LLM takes 0.9 of what the weights
+    leave free (KvCacheCreator._cal_max_memory), every other engine ceil(0.9 x usable) minus the weights."""
     weights = weight_bytes(layout, kv_heads=g).bytes_per_gpu(tp)
-    return budget(gpu_of(usable), weights_bytes_per_gpu=weights, reserve_bytes=0).kv_bytes_per_gpu
+    if engine == "trtllm":
+        return (usable - weights) * 9 // 10
+    return -(-usable * 9 // 10) - weights
 
 
 def engine_kv(
@@ -417,7 +421,7 @@ def test_max_batch_fits_and_one_more_does_not(plan: tuple[CacheLayout, int, int,
     except OptionError:
         assume(False)
         return
-    limit = kv_limit(layout, usable, None)
+    limit = kv_limit(layout, usable, None, engine=engine)
     assert report.budget.kv_bytes_per_gpu == limit
     (answer,) = report.max_batch
     assert answer.batch is not None
@@ -437,7 +441,7 @@ def test_max_ctx_fits_and_one_more_does_not(plan: tuple[CacheLayout, int, int, i
     except OptionError:
         assume(False)
         return
-    limit = kv_limit(layout, usable, None)
+    limit = kv_limit(layout, usable, None, engine=engine)
     (answer,) = report.max_ctx
     if answer.ctx is None:  # unbounded: the cache stopped growing (every layer windowed)
         assert engine_kv(layout, CTX_CAP, batch, dtype, engine=engine) <= limit

@@ -29,7 +29,7 @@ from kvplan.engines.base import (
 from kvplan.engines.hf import HFEngine
 from kvplan.engines.ideal import ideal_capacity
 from kvplan.engines.llamacpp import LlamaCppEngine, llamacpp_capacity
-from kvplan.engines.registry import ENGINE_CLASSES, ENGINES, capacity, get_engine, kv_budget
+from kvplan.engines.registry import ENGINE_CLASSES, ENGINES, capacity, get_engine
 from kvplan.engines.sglang import SGLangEngine, sglang_capacity
 from kvplan.engines.trtllm import TRTLLMEngine, trtllm_capacity
 from kvplan.engines.vllm import VLLMEngine, vllm_capacity
@@ -55,7 +55,6 @@ __all__ = [
     "get_engine",
     "heads_per_rank",
     "ideal_capacity",
-    "kv_budget",
     "largest",
     "llamacpp_capacity",
     "sglang_capacity",

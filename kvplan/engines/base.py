@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
+from kvplan.engines.budget import KvBudget, total_fraction_budget, weights_and_reserve
 from kvplan.errors import OptionError
 from kvplan.formula import (
     CacheEstimate,
@@ -293,6 +294,13 @@ class Engine:
 
     def facts(self, layout: CacheLayout, ctx: int, opts: EngineOptions) -> dict[str, int]:
         return {}
+
+    def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
+        """KV memory per GPU: ``ceil(usable x fraction) - weights - reserve``, the fraction a share of the whole
+        GPU (vLLM's request_memory, vllm/v1/worker/utils.py; SGLang's mem_fraction_static; llama.cpp and
+        transformers take what is asked)."""
+        terms = weights_and_reserve(weights, reserve)
+        return total_fraction_budget(self.name, usable, fraction, terms, "a share of the whole GPU")
 
     # -- assembly ----------------------------------------------------------------------------------------------
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 from kvplan.engines.base import Capacity, Engine, EngineOptions
 from kvplan.engines.hf import HFEngine
 from kvplan.engines.ideal import ideal_capacity
@@ -66,22 +64,3 @@ def capacity(
     if isinstance(engine, TRTLLMEngine):
         return trtllm_capacity(engine, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
     return ideal_capacity(engine, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
-
-
-def kv_budget(engine_name: str, usable: int, weights: int, reserve: int, fraction: Fraction) -> tuple[int, str]:
-    """The KV memory per GPU an engine sets aside from a GPU, and the rule in words.
-
-    vLLM (and SGLang's mem_fraction_static, llama.cpp, transformers): ceil(usable x fraction) - weights - reserve.
-    TensorRT-LLM: free_gpu_memory_fraction applies to what is left after weights and activations:
-    floor((usable - weights - reserve) x fraction).
-    """
-    if get_engine(engine_name).name == "trtllm":
-        kv = (usable - weights - reserve) * fraction
-        value = kv.numerator // kv.denominator
-        return value, (
-            f"({usable:,} - {weights:,} weights - {reserve:,} reserve) x {fraction} = {value:,} B "
-            "(TensorRT-LLM: the fraction applies to free memory)"
-        )
-    requested = -(-usable * fraction.numerator // fraction.denominator)
-    value = requested - weights - reserve
-    return value, f"ceil({usable:,} x {fraction}) - {weights:,} weights - {reserve:,} reserve = {value:,} B"

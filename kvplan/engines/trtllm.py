@@ -6,6 +6,7 @@ from dataclasses import replace
 from fractions import Fraction
 
 from kvplan.engines.base import Capacity, Engine, EngineOptions, cdiv, shard, split_layers
+from kvplan.engines.budget import KvBudget, free_fraction_budget, weights_and_reserve
 from kvplan.errors import OptionError
 from kvplan.layout import CacheLayout, LayerKind, LayerSpec
 
@@ -58,6 +59,16 @@ class TRTLLMEngine(Engine):
 
     def facts(self, layout: CacheLayout, ctx: int, opts: EngineOptions) -> dict[str, int]:
         return {"tokens_per_block": self.block_size(opts)}
+
+    def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
+        """KV memory per GPU: ``floor((usable - weights - reserve) x fraction)``. KvCacheCreator._cal_max_memory
+        (tensorrt_llm/_torch/pyexecutor/_util.py) computes ``int((total_gpu_memory - peak_memory + temporary KV)
+        x free_gpu_memory_fraction)`` after a profiling run whose peak holds the weights and the activations:
+        the fraction applies to the memory left free, not to the whole GPU."""
+        terms = weights_and_reserve(weights, reserve)
+        return free_fraction_budget(
+            self.name, usable, fraction, terms, "TensorRT-LLM: the fraction applies to free memory"
+        )
 
 
 def trtllm_capacity(

@@ -131,6 +131,7 @@ class _Hardware:
             weights_bytes_per_gpu=weights.bytes_per_gpu(tp),
             utilization=self.utilization,
             reserve_bytes=self.reserve_bytes,
+            engine=self.engine,
         )
         return _Setup(layout, tp, b, KvCost(layout, self.engine, kv_cache_dtype, tp))
 
