@@ -193,6 +193,17 @@ class TorchMissingError(KvplanError):
         super().__init__('kvplan verify needs torch: pip install "kvplan[verify]"')
 
 
+class TorchBrokenError(KvplanError):
+    """torch is installed but cannot be imported (an OSError: its CUDA libraries are missing or mismatched)."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(
+            f"kvplan verify cannot import torch ({detail}): the torch install is broken; reinstall it for this "
+            'machine (pip install --force-reinstall "kvplan[verify]") or use a CPU-only torch build'
+        )
+
+
 class DeviceUnavailableError(KvplanError):
     """The requested torch device does not exist on this machine."""
 

@@ -73,6 +73,18 @@ def load_model(model: str, *, revision: str | None = None, token: str | None = N
     return read_config(source.raw, source.model_id, source.describe())
 
 
+def load_bundled(model: str) -> CacheLayout:
+    """A bundled model's layout (id or alias), from the catalog only: never a path, the cache or the network.
+
+    For self-checks, whose answers must not change with the folder they run in.
+    """
+    found = catalog.lookup(model)
+    if found is None:
+        raise ModelNotFoundError(model, "not in the bundled catalog (`kvplan models` lists it)")
+    entry, _ = found
+    return read_config(load_json_text(entry.read_text(), entry.location), entry.model_id, entry.location)
+
+
 def resolve(model: str, *, revision: str | None = None, token: str | None = None) -> ModelSource:
     """Find a model's config: path, bundled catalog, local HF cache, then the Hub."""
     text = model.strip()

@@ -456,3 +456,78 @@ def test_layer_cost_totals_are_what_is_compared() -> None:
     costs: tuple[LayerCost, ...] = est.largest_stage
     assert sum(c.total for c in costs) == est.per_gpu_bytes == sum(x.nbytes for x in verify.cache_tensors(plan))
     assert any(c.spec.kind is LayerKind.STATE for c in costs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Issue 10: verify's inputs fail clean
+
+
+def test_self_check_reads_the_bundled_catalog_not_the_current_folder(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kvplan.verify.plans import LLAMA2_7B, LLAMA2_13B, self_check_plans
+
+    for model in (LLAMA2_7B, LLAMA2_13B):  # a folder of the same name holding another shape
+        folder = tmp_path / model
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(
+            json.dumps({"model_type": "llama", "num_hidden_layers": 1, "num_attention_heads": 2, "hidden_size": 8})
+        )
+    monkeypatch.chdir(tmp_path)
+    plans = self_check_plans(2**40)
+    assert [p.layout.num_layers for p in plans] == [32, 32, 32, 40]  # Llama-2-7B and -13B
+    assert all(p.layout.source.startswith("kvplan:configs/models/meta-llama/") for p in plans)
+
+
+def test_max_bytes_below_every_plan_says_nothing_was_allocated() -> None:
+    from typer.testing import CliRunner
+
+    from kvplan.cli import app
+
+    result = CliRunner().invoke(app, ["verify", "--device", "cpu", "--max-bytes", "1KiB", "--no-timing"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "--max-bytes: 1,024 B (1 KiB) is below the smallest self-check plan (pick-g Llama-2-13B G=1: " in lines[0]
+    assert "nothing would be allocated" in lines[0]
+    assert "every prediction held" not in result.output
+
+
+def test_max_bytes_above_the_machine_keeps_the_memory_guard() -> None:
+    from kvplan.verify.device import open_device
+
+    guarded = open_device("cpu")
+    info = open_device("cpu", max_bytes=2**62)
+    assert info.cap_bytes is not None and guarded.cap_bytes is not None
+    assert info.cap_bytes <= guarded.cap_bytes * 1.1  # MemAvailable moves a little between the two reads
+    assert info.cap_bytes < 2**62
+    assert info.cap_note.startswith("--max-bytes 4,611,686,018,427,387,904 B (4,194,304 TiB) is more than half of")
+
+
+def test_torch_import_oserror_names_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    from kvplan.errors import TorchBrokenError
+
+    real_import = builtins.__import__
+
+    def broken(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "torch":
+            raise OSError("libcudart.so.12: cannot open shared object file: No such file or directory")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken)
+    with pytest.raises(TorchBrokenError, match=r"cannot import torch \(libcudart\.so\.12: cannot open") as err:
+        verify.self_check("cpu")
+    assert err.value.exit_code == ExitCode.USAGE
+
+
+def test_verify_extra_brings_numpy() -> None:
+    """torch without numpy warns "Failed to initialize NumPy" on import; the verify extra installs both."""
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    extra = project["optional-dependencies"]["verify"]
+    assert any(dep.startswith("torch") for dep in extra)
+    assert any(dep.startswith("numpy") for dep in extra)

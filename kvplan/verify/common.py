@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from kvplan.errors import TorchMissingError
+from kvplan.errors import TorchBrokenError, TorchMissingError
 
 if TYPE_CHECKING:
     pass
@@ -28,4 +28,6 @@ def import_torch() -> Any:
         import torch
     except ImportError:
         raise TorchMissingError() from None
+    except OSError as err:  # a broken install: CUDA libraries missing or the wrong version (libcudart.so ...)
+        raise TorchBrokenError(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from None
     return torch

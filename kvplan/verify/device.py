@@ -144,14 +144,20 @@ def open_device(device: str = "cpu", *, max_bytes: int | None = None, gpu: str |
     dev, canonical = _open(torch, device)
     total, free = _memory(torch, dev)
     cap, cap_note = max_bytes, ""
-    if max_bytes is not None:
+    guard = (free or total or 0) // 2 if dev.type == "cpu" else None
+    if max_bytes is not None and (guard is None or max_bytes <= guard):
         cap_note = f"--max-bytes {exact_and_human(max_bytes)}: a software cap on what verify allocates"
-    elif dev.type == "cpu":
-        cap = (free or total or 0) // 2
-        cap_note = (
-            f"no --max-bytes on a CPU: verify allocates at most half of the available RAM, {exact_and_human(cap)} "
-            "(running out of RAM kills the process instead of raising)"
-        )
+    elif guard is not None:
+        # The guard stays under a larger --max-bytes: running out of RAM kills the process instead of raising.
+        cap = guard
+        if max_bytes is None:
+            asked = "no --max-bytes on a CPU: verify allocates at most half of the available RAM,"
+        else:
+            asked = (
+                f"--max-bytes {exact_and_human(max_bytes)} is more than half of the available RAM: "
+                "verify allocates at most"
+            )
+        cap_note = f"{asked} {exact_and_human(cap)} (running out of RAM kills the process instead of raising)"
     limits = [x for x in (free, cap) if x is not None]
     available = min(limits) if limits else 0
     name = _device_name(torch, dev)

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from kvplan.errors import OptionError
 from kvplan.formula import check_positive
+from kvplan.units import exact_and_human
 
 if TYPE_CHECKING:
     pass
@@ -74,6 +76,20 @@ def run_verify(
     return VerifyReport(info, tuple(results), tuple(checks))
 
 
+def _check_cap_fits_a_plan(plans: Sequence[VerifyPlan], max_bytes: int, available: int) -> None:
+    """A --max-bytes below every self-check plan would allocate nothing and then report that every prediction
+    held; it is a usage error instead."""
+    needs = {plan.name: predict(plan).per_gpu_bytes + plan.weights_bytes for plan in plans}
+    smallest = min(needs, key=needs.__getitem__)
+    if needs[smallest] > available:
+        raise OptionError(
+            "--max-bytes",
+            f"{exact_and_human(max_bytes)} is below the smallest self-check plan ({smallest}: "
+            f"{exact_and_human(needs[smallest])}), so nothing would be allocated and nothing verified; "
+            "raise it or drop it",
+        )
+
+
 def self_check(
     device: str = "cpu",
     *,
@@ -87,8 +103,11 @@ def self_check(
 ) -> VerifyReport:
     """``kvplan verify`` without ``--model``: :func:`self_check_plans` scaled to the device, then :func:`run_verify`."""
     info = open_device(device, max_bytes=max_bytes, gpu=gpu)
+    plans = self_check_plans(info.available_bytes)
+    if max_bytes is not None:
+        _check_cap_fits_a_plan(plans, max_bytes, info.available_bytes)
     return run_verify(
-        self_check_plans(info.available_bytes),
+        plans,
         info.device,
         max_bytes=max_bytes,
         timing=timing,

@@ -181,11 +181,11 @@ def self_check_plans(available_bytes: int) -> list[VerifyPlan]:
     Weights (fp16) are included where they fit beside the cache in 90% of ``available_bytes``; otherwise the
     plan is cache only and its note says so.
     """
-    from kvplan.resolve import load_model
+    from kvplan.resolve import load_bundled
 
     budget = _budget(available_bytes)
     plans = []
-    llama7 = load_model(LLAMA2_7B)
+    llama7 = load_bundled(LLAMA2_7B)
     for g, nominal in ((32, 2 * GiB), (8, 512 * MiB), (1, 64 * MiB)):
         weights, note = _weights_for(llama7, g, "float16", EngineOptions())
         if weights + nominal > budget:
@@ -204,7 +204,7 @@ def self_check_plans(available_bytes: int) -> list[VerifyPlan]:
                 note=note,
             )
         )
-    llama13 = load_model(LLAMA2_13B)
+    llama13 = load_bundled(LLAMA2_13B)
     weights, note = _weights_for(llama13, 1, "float16", EngineOptions())
     pick_g = VerifyPlan(
         name="pick-g Llama-2-13B G=1",
