@@ -109,11 +109,30 @@ def token_bytes(layer: LayerSpec, types: CacheTypes) -> int:
         return latent + indexer
     if not layer.kind.grows_with_context:
         return 0
+    return kv_row_bytes(layer, types)
+
+
+def kv_row_bytes(layer: LayerSpec, types: CacheTypes) -> int:
+    """K and V of one token in a per-head layer (V absent where K = V is stored once: DeepSeek-V4)."""
     if "fp8_ds_mla" in (types.k.name, types.v.name):
         raise OptionError("--kv-cache-dtype", "fp8_ds_mla is a layout for MLA models (DeepSeek) only")
     k = layer.k_heads * types.k.row_bytes(layer.k_head_dim)
     v = layer.v_heads * types.v.row_bytes(layer.v_head_dim)
     return k + v
+
+
+def compressed_entry_bytes(layer: LayerSpec, types: CacheTypes) -> int:
+    """COMPRESSED: one compressed KV entry of k_head_dim values, plus the CSA indexer's key of
+    indexer_head_dim (DeepSeek-V4: compressed_kv["compressor"] and ["indexer"] in DeepseekV4CSACache)."""
+    if layer.kind is not LayerKind.COMPRESSED:
+        return 0
+    indexer = types.k.row_bytes(layer.indexer_head_dim) if layer.indexer_head_dim else 0
+    return types.k.row_bytes(layer.k_head_dim) + indexer
+
+
+def compressed_bytes(layer: LayerSpec, ctx: int, types: CacheTypes) -> int:
+    """COMPRESSED: the entries ``ctx`` tokens have produced, for one sequence."""
+    return layer.compressed_entries(ctx) * compressed_entry_bytes(layer, types)
 
 
 def state_element_bytes(tensor: StateTensor, types: CacheTypes) -> int:
@@ -127,7 +146,10 @@ def state_tensor_bytes(tensor: StateTensor, types: CacheTypes) -> int:
 
 
 def state_bytes(layer: LayerSpec, types: CacheTypes) -> int:
-    """Bytes of the fixed per-sequence state of a layer (0 for attention layers)."""
+    """Bytes of the fixed per-sequence state of a layer (0 for self-attention layers): SSM / linear-attention
+    state, or a cross-attention layer's K and V of its images' tokens."""
+    if layer.kind is LayerKind.CROSS:
+        return layer.cross_tokens * kv_row_bytes(layer, types)
     return sum(state_tensor_bytes(t, types) for t in layer.state)
 
 
@@ -182,6 +204,8 @@ def line_factors(layer: LayerSpec, types: CacheTypes, count: int, tokens: int, b
             return n_layers, Factor(per_token, "B per token (latent + indexer)"), n_tokens, n_seqs
         latent = Factor(layer.latent_dim, f"latent ({layer.kv_lora_rank} + {layer.rope_dim} rope)")
         return n_layers, latent, n_tokens, n_seqs, Factor(types.k.block_bytes, "B")
+    if layer.v_heads == 0:
+        return n_layers, Factor(per_token, "B of K (= V, stored once) per token"), n_tokens, n_seqs
     symmetric = types.k == types.v and layer.k_heads == layer.v_heads and layer.k_head_dim == layer.v_head_dim
     if not symmetric:
         return n_layers, Factor(per_token, "B of K and V per token"), n_tokens, n_seqs
@@ -200,6 +224,30 @@ def line_factors(layer: LayerSpec, types: CacheTypes, count: int, tokens: int, b
     return Factor(2, ""), n_layers, heads, row, n_tokens, n_seqs
 
 
+def _group_lines(group: LayerGroup, ctx: int, batch: int, types: CacheTypes, held: TokensHeld) -> tuple[Product, ...]:
+    """The product for a group, and for COMPRESSED layers a second one for their compressed entries."""
+    first = _group_line(group, ctx, batch, types, held)
+    spec = group.spec
+    if spec.kind is not LayerKind.COMPRESSED:
+        return (first,)
+    entries = spec.compressed_entries(ctx)
+    what = "KV + indexer key" if spec.indexer_head_dim else "KV"
+    factors = (
+        Factor(group.count, "layers"),
+        Factor(entries, "compressed entries"),
+        Factor(compressed_entry_bytes(spec, types), f"B per entry ({what})"),
+        Factor(batch, "seq"),
+    )
+    note = f"entries = ctx {ctx:,} // {spec.compress_ratio}"
+    second = Product(
+        f"  their compressed entries (1 per {spec.compress_ratio} tokens)",
+        factors,
+        prod(f.value for f in factors),
+        note=note,
+    )
+    return first, second
+
+
 def _group_line(group: LayerGroup, ctx: int, batch: int, types: CacheTypes, held: TokensHeld) -> Product:
     spec = group.spec
     label = f"{group.count} {spec.kind.value.replace('_', ' ')} layer{'s' if group.count > 1 else ''}"
@@ -214,12 +262,22 @@ def _group_line(group: LayerGroup, ctx: int, batch: int, types: CacheTypes, held
             Factor(batch, "seq"),
         )
         return Product(label, state_factors, group.count * per_seq * batch, note=f"state per seq = {parts}")
+    if spec.kind is LayerKind.CROSS:
+        per_image = spec.tokens_per_image
+        cross: tuple[Factor, ...] = (
+            Factor(group.count, "layers"),
+            Factor(spec.cross_tokens, "image tokens"),
+            Factor(kv_row_bytes(spec, types), "B of K and V per token"),
+            Factor(batch, "seq"),
+        )
+        note = f"image tokens = {spec.images} image(s) x {per_image:,}, whatever the context"
+        return Product(label, cross, prod(f.value for f in cross), note=note)
     if not spec.kind.grows_with_context:
         return Product(label, (Factor(group.count, "layers"), Factor(0, "B")), 0)
     tokens = held(spec, ctx)
     note = ""
-    if spec.window is not None and spec.kind in (LayerKind.SLIDING, LayerKind.CHUNKED):
-        what = "window" if spec.kind is LayerKind.SLIDING else "chunk"
+    if spec.window is not None and spec.kind.windowed:
+        what = "chunk" if spec.kind is LayerKind.CHUNKED else "window"
         note = f"tokens = min(ctx {ctx:,}, {what} {spec.window:,})"
     factors = line_factors(spec, types, group.count, tokens, batch)
     return Product(label, factors, group.count * token_bytes(spec, types) * tokens * batch, note=note)
@@ -264,7 +322,8 @@ class CacheEstimate:
 
 def layer_sequence_bytes(layer: LayerSpec, ctx: int, types: CacheTypes, held: TokensHeld = ideal_tokens_held) -> int:
     """Bytes one sequence of ``ctx`` tokens costs in one layer."""
-    return held(layer, ctx) * token_bytes(layer, types) + state_bytes(layer, types)
+    windowed = held(layer, ctx) * token_bytes(layer, types)
+    return windowed + compressed_bytes(layer, ctx, types) + state_bytes(layer, types)
 
 
 def breakdown_by_kind(
@@ -313,7 +372,7 @@ def estimate(
     types = types or resolve_types(layout)
     breakdown = breakdown_by_kind(layout.layers, ctx, batch, types, held)
     per_seq = sum(b.bytes_per_sequence for b in breakdown)
-    lines = tuple(_group_line(g, ctx, batch, types, held) for g in layout.groups())
+    lines = tuple(line for g in layout.groups() for line in _group_lines(g, ctx, batch, types, held))
     lines = tuple(line for line in lines if line.result or len(lines) == 1)
     notes = [types.note] if types.note else []
     if any(layer.kind is LayerKind.SHARED for layer in layout.layers):

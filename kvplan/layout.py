@@ -14,6 +14,10 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from math import prod
 
+#: Images each sequence carries in a model with cross-attention layers, unless the plan says otherwise: one
+#: (a chat turn about one picture); 0 is text only.
+DEFAULT_IMAGES = 1
+
 
 class LayerKind(StrEnum):
     """What one decoder layer caches."""
@@ -22,18 +26,29 @@ class LayerKind(StrEnum):
     SLIDING = "sliding_attention"  # K and V for at most the last `window` tokens
     CHUNKED = "chunked_attention"  # K and V for the tokens of the current chunk (Llama 4 local attention)
     MLA = "mla"  # one compressed latent (+ decoupled rope key) per token, shared by every head (DeepSeek)
+    #: A sliding window of K (= V, stored once) plus one compressed entry per ``compress_ratio`` tokens of the
+    #: whole context (and an indexer key per entry for CSA layers): DeepSeek-V4's CSA / HCA layers.
+    COMPRESSED = "compressed_attention"
+    #: K and V of a fixed set of tokens from another modality (Llama 3.2 Vision's image tokens), not of the
+    #: text context: a fixed cost per sequence.
+    CROSS = "cross_attention"
     STATE = "state"  # a fixed per-sequence state (linear attention, Mamba): does not grow with context
     SHARED = "shared_kv"  # reads another layer's K/V (Gemma 3n): no cache of its own
     NONE = "no_cache"  # no attention in this layer (MLP-only block, NAS no-op)
 
     @property
     def grows_with_context(self) -> bool:
-        return self in (LayerKind.FULL, LayerKind.SLIDING, LayerKind.CHUNKED, LayerKind.MLA)
+        return self in (LayerKind.FULL, LayerKind.SLIDING, LayerKind.CHUNKED, LayerKind.MLA, LayerKind.COMPRESSED)
+
+    @property
+    def windowed(self) -> bool:
+        """Layers whose per-token K/V is kept for at most ``window`` tokens."""
+        return self in (LayerKind.SLIDING, LayerKind.CHUNKED, LayerKind.COMPRESSED)
 
     @property
     def has_kv_heads(self) -> bool:
         """Layers whose K/V heads a GQA what-if (``--kv-heads``) can change."""
-        return self in (LayerKind.FULL, LayerKind.SLIDING, LayerKind.CHUNKED)
+        return self in (LayerKind.FULL, LayerKind.SLIDING, LayerKind.CHUNKED, LayerKind.CROSS)
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,20 @@ class LayerSpec:
     state: tuple[StateTensor, ...] = ()
     #: SHARED: the layer whose cache this layer reads.
     shares_with: int | None = None
+    #: COMPRESSED: one compressed entry (k_head_dim values, + indexer_head_dim for CSA) per this many tokens.
+    compress_ratio: int = 0
+    #: CROSS: the tokens of the other modality one image brings, and the images each sequence carries.
+    tokens_per_image: int = 0
+    images: int = 0
+
+    @property
+    def cross_tokens(self) -> int:
+        """CROSS: the tokens this layer holds K and V for, per sequence."""
+        return self.tokens_per_image * self.images
+
+    def compressed_entries(self, ctx: int) -> int:
+        """COMPRESSED: the entries ``ctx`` tokens have produced (a partial window produces none)."""
+        return ctx // self.compress_ratio if self.kind is LayerKind.COMPRESSED and self.compress_ratio else 0
 
     @property
     def latent_dim(self) -> int:
@@ -90,7 +119,7 @@ class LayerSpec:
         """Tokens this layer must keep for one sequence of ``ctx`` tokens (the architectural minimum)."""
         if not self.kind.grows_with_context:
             return 0
-        if self.window is not None and self.kind in (LayerKind.SLIDING, LayerKind.CHUNKED):
+        if self.window is not None and self.kind.windowed:
             return min(ctx, self.window)
         return ctx
 
@@ -109,6 +138,9 @@ class LayerSpec:
             self.indexer_head_dim,
             self.state,
             self.shares_with is not None,
+            self.compress_ratio,
+            self.tokens_per_image,
+            self.images,
         )
 
 
@@ -244,6 +276,18 @@ class CacheLayout:
         for layer in self.layers if layers is None else layers:
             buckets.setdefault(layer.signature(), []).append(layer)
         return tuple(LayerGroup(specs[0], tuple(s.index for s in specs)) for specs in buckets.values())
+
+    @property
+    def cross_layers(self) -> tuple[LayerSpec, ...]:
+        return tuple(layer for layer in self.layers if layer.kind is LayerKind.CROSS)
+
+    def with_images(self, images: int) -> CacheLayout:
+        """The same model with every sequence carrying ``images`` images (0 = text only): what its
+        cross-attention layers hold."""
+        layers = tuple(
+            replace(layer, images=images) if layer.kind is LayerKind.CROSS else layer for layer in self.layers
+        )
+        return replace(self, layers=layers)
 
     def with_kv_heads(self, kv_heads: int) -> CacheLayout:
         """The same model with ``kv_heads`` K/V heads in every attention layer (the GQA what-if)."""

@@ -1,14 +1,20 @@
-"""transformers as a test-only oracle: build a bundled config on the meta device (no memory), run one forward
-pass with use_cache=True, and sum the nbytes of every tensor its cache holds; count the parameters too.
+"""transformers as a test-only oracle: build a config on the meta device (no memory), run one forward pass with
+use_cache=True, and sum the nbytes of every public tensor its cache holds; count the parameters too.
 
-Each model is built once per test session; only small results (ints) are kept. Configs whose model_type the
-installed transformers does not know (remote-code checkpoints such as chatglm, baichuan, internlm2,
-nemotron-nas, RefinedWeb) are reported as unsupported: the tests skip them, naming the reason.
+"Every public tensor" is every torch.Tensor a cache layer keeps in a public attribute, directly or in a
+list / tuple / dict: keys and values, conv and recurrent states, DeepSeek-V3.2's indexer_keys, DeepSeek-V4's
+compressed_kv / buffer / overlap entries. A tensor held twice (DeepSeek-V4 keeps values = keys) counts once.
+
+Configs whose model_type the installed transformers does not know (remote-code checkpoints such as chatglm,
+baichuan, internlm2, nemotron-nas, RefinedWeb) are reported as unsupported: the tests skip them, naming the
+reason. Multimodal wrappers are built as their text model (get_text_config); a text config no causal-LM class
+claims is built with the class its architectures names.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -18,8 +24,7 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 MODELS = ROOT / "configs" / "models"
-#: Attributes of transformers' cache layers that are bookkeeping, not cache storage.
-BOOKKEEPING = {"_sliding_window_tensor", "cumulative_length"}
+FIXTURES = Path(__file__).parent / "fixtures" / "configs"
 
 
 def bundled_ids() -> list[str]:
@@ -27,7 +32,8 @@ def bundled_ids() -> list[str]:
 
 
 def raw_config(model_id: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((MODELS / model_id / "config.json").read_text())
+    folder = MODELS / model_id if (MODELS / model_id).is_dir() else FIXTURES / model_id
+    data: dict[str, Any] = json.loads((folder / "config.json").read_text())
     return data
 
 
@@ -37,10 +43,10 @@ def windows(raw: dict[str, Any]) -> list[int]:
     return sorted({w for w in found if isinstance(w, int) and w < 20_000})
 
 
-def points(model_id: str) -> list[tuple[int, int]]:
+def points(raw: dict[str, Any]) -> list[tuple[int, int]]:
     """(seq, batch): short, and past every window the config has (not a multiple of anything)."""
     out = [(8, 1), (1037, 2)]
-    for w in windows(raw_config(model_id)):
+    for w in windows(raw):
         out += [(w - 1, 1), (w + 37, 2)]
     return out
 
@@ -77,45 +83,89 @@ class Reference:
     cache_nbytes: tuple[tuple[tuple[int, int], int], ...] = ()
 
 
-def layer_tensors(layer: object) -> list[Any]:
+def _tensors(value: object) -> Iterable[Any]:
     import torch
 
-    found = []
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+
+
+def layer_tensors(layer: object) -> list[Any]:
+    """Every tensor a cache layer holds in a public attribute, each object once."""
+    seen: dict[int, Any] = {}
     for name, value in vars(layer).items():
-        if name in BOOKKEEPING:
+        if name.startswith("_"):
             continue
-        items = (
-            list(value.values()) if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
-        )
-        found += [v for v in items if isinstance(v, torch.Tensor)]
-    return found
+        for tensor in _tensors(value):
+            seen.setdefault(id(tensor), tensor)
+    return list(seen.values())
 
 
-@cache
-def reference(model_id: str, dtype_name: str = "bfloat16") -> Reference:
+def cache_nbytes(cache_obj: Any) -> int:
+    return sum(t.numel() * t.element_size() for layer in cache_obj.layers for t in layer_tensors(layer))
+
+
+def build(raw: dict[str, Any], dtype_name: str) -> tuple[Any, str]:
+    """The text model of ``raw`` on the meta device, or (None, why not)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
-    raw, _ = translate(raw_config(model_id))
+    raw, _ = translate(raw)
     model_type = raw.get("model_type")
     if model_type not in CONFIG_MAPPING_NAMES:
-        why = f"model_type {model_type!r} needs remote code (not in transformers {transformers.__version__})"
-        return Reference(model_id, False, why)
+        return None, f"model_type {model_type!r} needs remote code (not in transformers {transformers.__version__})"
     kwargs = {k: v for k, v in raw.items() if k not in ("model_type", "auto_map", "quantization_config")}
     config = AutoConfig.for_model(model_type, **kwargs).get_text_config()
     dtype = getattr(torch, dtype_name)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        try:
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        except ValueError:
+            # No causal-LM class for this text config (gemma4_text, mllama_text): the text causal LM its config
+            # class is named after (Gemma4TextConfig -> Gemma4ForCausalLM), else the class architectures names.
+            stem = type(config).__name__.removesuffix("Config").removesuffix("Text")
+            names = [f"{stem}ForCausalLM", *(raw.get("architectures") or [])]
+            cls = next((getattr(transformers, n) for n in names if hasattr(transformers, n)), None)
+            if cls is None:
+                return None, f"no causal-LM class for {model_type!r} and none in architectures {names}"
+            model = cls._from_config(config, dtype=dtype)
     model.eval()
-    params = sum(p.numel() for p in model.parameters())
-    results = []
+    return model, ""
+
+
+def forward_cache(model: Any, seq: int, batch: int, extra: dict[str, Any] | None = None) -> int:
+    """nbytes of the cache after one forward pass over ``batch`` x ``seq`` tokens."""
+    import torch
+
+    ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
     with torch.no_grad():
-        for seq, batch in points(model_id):
-            ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
-            cache_obj = model(input_ids=ids, use_cache=True).past_key_values
-            total = sum(t.numel() * t.element_size() for layer in cache_obj.layers for t in layer_tensors(layer))
-            results.append(((seq, batch), int(total)))
+        out = model(input_ids=ids, use_cache=True, **(extra or {}))
+    # Mamba-family models return their cache as cache_params.
+    held = getattr(out, "past_key_values", None) or getattr(out, "cache_params", None)
+    return cache_nbytes(held)
+
+
+def reference_for(
+    model_id: str, raw: dict[str, Any], at: Sequence[tuple[int, int]], dtype_name: str = "bfloat16"
+) -> Reference:
+    model, why = build(raw, dtype_name)
+    if model is None:
+        return Reference(model_id, False, why)
+    params = sum(p.numel() for p in model.parameters())
+    results = tuple(((seq, batch), forward_cache(model, seq, batch)) for seq, batch in at)
     del model
-    return Reference(model_id, True, "", int(params), tuple(results))
+    return Reference(model_id, True, "", int(params), results)
+
+
+@cache
+def reference(model_id: str, dtype_name: str = "bfloat16") -> Reference:
+    raw = raw_config(model_id)
+    return reference_for(model_id, raw, points(raw), dtype_name)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from kvplan.cli import app
 
-from .oracle_hf import bundled_ids, reference
+from .oracle_hf import FIXTURES, bundled_ids, reference
 
 pytestmark = pytest.mark.oracle
 runner = CliRunner()
@@ -70,3 +70,27 @@ def test_hf_keeps_an_fp32_checkpoint_in_fp32() -> None:
             app, ["size", "openai-community/gpt2", "--engine", "hf", "--ctx", str(seq), "--batch", str(batch), "--json"]
         )
         assert json.loads(result.stdout)["total_bytes"] == nbytes
+
+
+#: Fixture folders of families the catalog does not bundle, each checked against transformers the same way.
+ORACLE_FIXTURES = [
+    "falcon_mamba_7b",
+    "nemotron3_block_list",
+    "lfm2_short_conv",
+    "gemma4_dense",
+    "gemma4_moe",
+    "gemma4_e_shared",
+    "jamba_period",
+    "mamba1",
+]
+
+
+@pytest.mark.parametrize("case", ORACLE_FIXTURES)
+def test_hf_engine_matches_transformers_on_family_fixtures(case: str) -> None:
+    raw = json.loads((FIXTURES / case / "config.json").read_text())
+    # Built in the config's own dtype, as from_pretrained would (kvplan's hf engine keeps an fp32 config fp32).
+    ref = reference(case, raw.get("torch_dtype") or raw.get("dtype") or "bfloat16")
+    assert ref.supported, ref.reason
+    path = str(FIXTURES / case)
+    for (seq, batch), nbytes in ref.cache_nbytes:
+        assert kvplan_json(path, seq, batch, "hf")["total_bytes"] == nbytes, (case, seq, batch)

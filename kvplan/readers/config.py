@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kvplan.dtypes import model_dtype_name
 from kvplan.errors import ConfigError, ConfigFileError
 from kvplan.layout import (
+    DEFAULT_IMAGES,
     CacheLayout,
     ConfigWarning,
     LayerKind,
@@ -89,6 +90,14 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 131_072,
         "sliding_window": 4096,
     },
+    # Gemma4TextConfig (transformers/models/gemma4/configuration_gemma4.py) class defaults.
+    "gemma4_text": {
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "max_position_embeddings": 131_072,
+        "sliding_window": 512,
+    },
     "falcon": {"max_position_embeddings": 2048},
     "RefinedWeb": {"max_position_embeddings": 2048},
     "RefinedWebModel": {"max_position_embeddings": 2048},
@@ -96,6 +105,9 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     # NemotronHConfig: mamba_ssm_cache_dtype defaults to float32 (vLLM's Nemotron-H config hook reads it too).
     "nemotron_h": {"mamba_ssm_cache_dtype": "float32"},
 }
+
+#: LFM2 and its MoE / vision-language variants (their text configs say lfm2 / lfm2_moe).
+LFM2_FAMILIES = frozenset({"lfm2", "lfm2_moe"})
 
 #: Families whose checkpoints are pure state-space models: no attention heads at all.
 PURE_SSM_FAMILIES = frozenset({"mamba", "falcon_mamba", "mamba2"})
@@ -111,6 +123,7 @@ DEFAULT_INTERLEAVE: dict[str, tuple[str | None, int]] = {
     "exaone4": ("sliding_window_pattern", 4),
     "gemma3_text": ("sliding_window_pattern", 6),
     "gemma3n_text": (None, 5),
+    "gemma4_text": (None, 6),
 }
 
 #: Families with a use_sliding_window switch that defaults to False (Qwen2Config and its descendants).
@@ -133,6 +146,8 @@ NESTED_FAMILY = {
     "llama4": "llama4_text",
     "qwen3_5": "qwen3_5_text",
     "mistral3": "mistral",
+    "gemma4": "gemma4_text",
+    "lfm2_vl": "lfm2",
 }
 
 
@@ -187,6 +202,12 @@ PLAIN_DECODER_FAMILIES = frozenset(
         "bailing_moe",
         "dots1",
         "exaone4_5",
+        "deepseek_v4",
+        "gemma4_text",
+        "lfm2",
+        "lfm2_moe",
+        "mllama_text_model",
+        "mllama",
     }
 )
 
@@ -489,6 +510,43 @@ WEIGHTS_PATTERN = re.compile(
 #: domain they do shape ("weights") or none ("harmless").
 FAMILY_KEYS: dict[str, dict[str, str]] = {
     "gemma3n_text": {"hidden_size_per_layer_input": "weights", "vocab_size_per_layer_input": "weights"},
+    # Gemma 4: per-layer input embeddings, the double-wide MLP of shared-KV layers and the MoE block size
+    # weights only (Gemma4TextDecoderLayer).
+    "gemma4_text": {
+        "hidden_size_per_layer_input": "weights",
+        "vocab_size_per_layer_input": "weights",
+        "use_double_wide_mlp": "weights",
+        "enable_moe_block": "weights",
+        "top_k_experts": "harmless",
+    },
+    # LFM2: the block_* keys size the MLP (Lfm2MLP); block_dim and conv_dim_out repeat hidden_size in the Hub
+    # configs and transformers never reads them.
+    **{
+        family: {
+            "block_multiple_of": "weights",
+            "block_ffn_dim_multiplier": "weights",
+            "block_auto_adjust_ff_dim": "weights",
+            "block_ff_dim": "weights",
+            "block_dim": "harmless",
+            "conv_dim_out": "harmless",
+            "num_dense_layers": "weights",
+        }
+        for family in ("lfm2", "lfm2_moe")
+    },
+    # DeepSeek-V4: the query / output low-rank projections, the indexer's query heads, hyper-connections,
+    # hash-routed MoE layers size weights only (DeepseekV4Attention, DeepseekV4Indexer, the mHC blocks);
+    # qk_rope_head_dim is the rotated part of head_dim and index_topk how many entries a query reads.
+    "deepseek_v4": {
+        "q_lora_rank": "weights",
+        "o_lora_rank": "weights",
+        "o_groups": "weights",
+        "index_n_heads": "weights",
+        "hc_mult": "weights",
+        "hc_sinkhorn_iters": "harmless",
+        "num_hash_layers": "weights",
+        "mlp_layer_types": "weights",
+        "qk_rope_head_dim": "harmless",
+    },
     # MiMo-V2-Flash: the sliding layers' query heads (their KV heads are read).
     "mimo_v2_flash": {"swa_num_attention_heads": "weights"},
     # MLA: num_key_value_heads is nominal (the latent is shared by every head); the nope / v head dims and
@@ -558,6 +616,7 @@ def read_config(raw: object, model: str, source: str = "") -> CacheLayout:
     notes: list[ConfigWarning] = []
     shape = read_shape(f, family, rules, notes)
     layers, mtp = build_layers(f, family, shape, rules)
+    layers = cross_attention_layers(f, family, raw, layers, rules)
     max_context = f.optional_integer("context length", CONTEXT_KEYS)
     f.consume("model_type")
     if not known_family(family):
@@ -687,8 +746,21 @@ def _check_divides(model: str, heads: int, kv_heads: int) -> None:
         )
 
 
+def read_layer_count(f: Fields, family: str, rules: list[str]) -> int:
+    # Rule nemotron_h_block_list: NemotronHConfig.num_hidden_layers is len(layers_block_type) (the key is
+    # deprecated and ignored when the list is given): Nemotron-3 Ultra states only the list.
+    if family == "nemotron_h" and f.find(LAYER_KEYS) is None:
+        blocks = f.sequence("layer types", "layers_block_type")
+        if blocks:
+            rules.append(f"{len(blocks)} layers: the length of layers_block_type (Nemotron-3)")
+            return check_count(
+                f.model, "layers", ("layers_block_type",), "layers_block_type", len(blocks), 1, MAX_LAYERS
+            )
+    return f.integer("layers", LAYER_KEYS, maximum=MAX_LAYERS)
+
+
 def read_shape(f: Fields, family: str, rules: list[str], notes: list[ConfigWarning]) -> Shape:
-    layers = f.integer("layers", LAYER_KEYS, maximum=MAX_LAYERS)
+    layers = read_layer_count(f, family, rules)
     if family in PURE_SSM_FAMILIES:
         # Mamba / Mamba2 checkpoints have no attention: their head keys (Mamba2 num_heads, head_dim) are SSM dims.
         return Shape(layers, 0, 0, 0, f.integer("hidden size", HIDDEN_KEYS))
@@ -811,6 +883,104 @@ def nemotron_nas_layers(f: Fields, family: str, shape: Shape, rules: list[str]) 
     return tuple(layers)
 
 
+#: DeepSeek-V4 layer types and the compress_ratios value that names each (DeepseekV4Config:
+#: _COMPRESS_RATIO_TO_LAYER_TYPE); the rate of each compressed type is compress_rates[type].
+V4_RATIO_TYPES = {0: "sliding_attention", 4: "compressed_sparse_attention", 128: "heavily_compressed_attention"}
+V4_DEFAULT_RATES = {"compressed_sparse_attention": 4, "heavily_compressed_attention": 128}
+
+
+def _v4_layer_types(f: Fields, shape: Shape, rules: list[str]) -> list[str]:
+    # The Hub configs list compress_ratios, one per layer plus a trailing entry for the MTP layer
+    # (DeepSeek-V4-Flash: 44 entries for 43 layers); DeepseekV4Config maps each through
+    # _COMPRESS_RATIO_TO_LAYER_TYPE and keeps the first num_hidden_layers. Without either list the class
+    # default is two HCA layers, then CSA and HCA alternating.
+    types = f.sequence("layer types", "layer_types")
+    if types is not None:
+        f.consume("compress_ratios")
+        return [str(t) for t in types[: shape.layers]]
+    ratios = f.integers("compress_ratios", "compress_ratios", minimum=0)
+    if ratios is not None:
+        if len(ratios) < shape.layers:
+            raise ConfigError(
+                f.model, "compress_ratios", ("compress_ratios",), f"has {len(ratios)} entries for {shape.layers} layers"
+            )
+        unknown = sorted({r for r in ratios if r not in V4_RATIO_TYPES})
+        if unknown:
+            raise ConfigError(
+                f.model,
+                "compress_ratios",
+                ("compress_ratios",),
+                f"ratio(s) {unknown} are not ones DeepseekV4Config knows ({sorted(V4_RATIO_TYPES)})",
+            )
+        rules.append("compress_ratios: 0 sliding only, 4 CSA, 128 HCA (one per layer; the trailing MTP entry dropped)")
+        return [V4_RATIO_TYPES[r] for r in ratios[: shape.layers]]
+    rules.append("no compress_ratios: two HCA layers, then CSA and HCA alternating (DeepseekV4Config default)")
+    n = shape.layers
+    return ["heavily_compressed_attention"] * min(n, 2) + [
+        "compressed_sparse_attention" if i % 2 else "heavily_compressed_attention" for i in range(max(n - 2, 0))
+    ]
+
+
+def _v4_rates(f: Fields) -> dict[str, int]:
+    rates = dict(V4_DEFAULT_RATES)
+    table = f.nested("compress_rates")
+    if table is not None:
+        for name in V4_DEFAULT_RATES:
+            value = table.optional_integer(f"compress_rates.{name}", (name,))
+            if value is not None:
+                rates[name] = value
+    for name, key in (
+        ("compressed_sparse_attention", "compress_rate_csa"),
+        ("heavily_compressed_attention", "compress_rate_hca"),
+    ):
+        value = f.optional_integer(key, (key,))
+        if value is not None:
+            rates[name] = value
+    return rates
+
+
+def deepseek_v4_layers(f: Fields, family: str, shape: Shape, rules: list[str]) -> tuple[LayerSpec, ...] | None:
+    """Rule deepseek_v4_compressed: DeepSeek-V4 (Flash, Pro) attention is single-KV-head MQA with K = V stored
+    once, over a sliding window on every layer (sliding_window 128), and on CSA / HCA layers one compressed
+    entry of head_dim values per compress rate (4 / 128) tokens of the whole context, plus, on CSA layers, a
+    compressed indexer key of index_head_dim per entry (transformers models/deepseek_v4/modeling_deepseek_v4.py:
+    DeepseekV4HCACache / DeepseekV4CSACache hold keys = values, compressed_kv["compressor"] and, for CSA,
+    compressed_kv["indexer"]; the CSA / HCA compressors emit one entry per closed window of compress_rate)."""
+    if family != "deepseek_v4":
+        return None
+    if shape.kv_heads != 1:
+        raise ConfigError(
+            f.model, "KV heads", KV_HEAD_KEYS, f"{shape.kv_heads}: DeepSeek-V4 attention has one shared KV head"
+        )
+    window = f.integer("sliding window", ("sliding_window",))
+    index_dim = f.integer("index_head_dim", ("index_head_dim",))
+    rates = _v4_rates(f)
+    layers = []
+    for i, name in enumerate(_v4_layer_types(f, shape, rules)):
+        single = LayerSpec(
+            index=i, kind=LayerKind.SLIDING, q_heads=shape.heads, k_heads=1, k_head_dim=shape.head_dim, window=window
+        )
+        if name == "sliding_attention":
+            layers.append(single)
+        elif name in rates:
+            csa = name == "compressed_sparse_attention"
+            layers.append(
+                replace(
+                    single,
+                    kind=LayerKind.COMPRESSED,
+                    compress_ratio=rates[name],
+                    indexer_head_dim=index_dim if csa else 0,
+                )
+            )
+        else:
+            raise ConfigError(f.model, f"layer {i} type", ("layer_types",), f"unknown layer type {name!r}")
+    rules.append(
+        f"DeepSeek-V4: K = V once, window {window}; CSA 1 entry per {rates['compressed_sparse_attention']} tokens "
+        f"(+ indexer key {index_dim}), HCA 1 per {rates['heavily_compressed_attention']}"
+    )
+    return tuple(layers)
+
+
 def mla_layers(f: Fields, family: str, shape: Shape, rules: list[str]) -> tuple[LayerSpec, ...] | None:
     """Rule mla_latent: DeepSeek-V2/V3/R1/V3.2 and Kimi-K2 cache one latent per token per layer,
     kv_lora_rank + qk_rope_head_dim values (512 + 64), shared by all heads: no factor 2, no per-head K/V
@@ -857,16 +1027,34 @@ def _mamba2_state(f: Fields, prefix: str = "") -> tuple[StateTensor, ...]:
     )
 
 
-def _mamba1_state(f: Fields, hidden: int) -> tuple[StateTensor, ...]:
+def _mamba1_state(f: Fields, family: str, hidden: int) -> tuple[StateTensor, ...]:
     # Mamba (v1) and Jamba: d_inner = expand x hidden; conv keeps kernel - 1 inputs of d_inner channels; the
     # SSM state is d_inner x d_state.
-    inner = f.optional_integer("intermediate_size", ("mamba_intermediate_size",))
-    if inner is None:
+    # Rule mamba1_intermediate_size: a Mamba / Falcon-Mamba file's intermediate_size is d_inner and wins over
+    # expand x hidden (MambaConfig / FalconMambaConfig.__post_init__ derive it from expand, then the file's
+    # keys overwrite it: falcon-mamba-7b states expand 16 but intermediate_size 8192 = 2 x 4096). Jamba's
+    # intermediate_size is its MLP width: its mixer is always mamba_expand x hidden (JambaMambaMixer).
+    pure = family in PURE_SSM_FAMILIES
+    keys = ("intermediate_size", "mamba_intermediate_size") if pure else ("mamba_intermediate_size",)
+    inner = f.optional_integer("mamba d_inner", keys)
+    if inner is not None:
+        f.consume("expand", "mamba_expand")
+    else:
         expand = f.integer("mamba expand", ("mamba_expand", "expand"))
         inner = expand * hidden
     state = f.integer("mamba d_state", ("mamba_d_state", "state_size"))
     kernel = f.integer("mamba d_conv", ("mamba_d_conv", "conv_kernel"), minimum=2)
     return (StateTensor("conv", (inner, kernel - 1)), StateTensor("ssm", (inner, state), _state_dtype(f)))
+
+
+def _short_conv_state(f: Fields, hidden: int) -> tuple[StateTensor, ...]:
+    # Rule lfm2_short_conv: LFM2's short-convolution layers are a depthwise Conv1d over hidden_size channels
+    # with kernel conv_L_cache (Lfm2ShortConv); decoding keeps its last kernel - 1 inputs per sequence and no
+    # other state. conv_dim, where a file states it, equals hidden_size (transformers ignores it).
+    kernel = f.integer("conv_L_cache", ("conv_L_cache",), minimum=2)
+    if f.get("conv_dim") == hidden:
+        f.consume("conv_dim")
+    return (StateTensor("conv", (hidden, kernel - 1)),)
 
 
 def _state_dtype(f: Fields) -> str | None:
@@ -887,14 +1075,16 @@ def hybrid_state_layers(f: Fields, family: str, shape: Shape, rules: list[str]) 
     if family in ("nemotron_h",):
         state = _mamba2_state(f, "mamba_")
     elif family in ("jamba",):
-        state = _mamba1_state(f, shape.hidden)
+        state = _mamba1_state(f, family, shape.hidden)
+    elif family in LFM2_FAMILIES:
+        state = _short_conv_state(f, shape.hidden)
     else:
         state = _gated_delta_net_state(f)
     layers = []
     for i, kind in enumerate(kinds):
         if kind in full:
             layers.append(attention_layer(i, shape.heads, shape.kv_heads, shape.head_dim))
-        elif kind in ("linear_attention", "mamba", "M"):
+        elif kind in ("linear_attention", "mamba", "M", "conv"):
             layers.append(_state_layer(i, state))
         elif kind in ("-", "E", "mlp", "moe"):  # Nemotron-H MLP / MoE blocks: no attention, no cache
             layers.append(LayerSpec(index=i, kind=LayerKind.NONE))
@@ -922,7 +1112,16 @@ def _hybrid_kinds(f: Fields, family: str, shape: Shape, rules: list[str]) -> lis
     layer_types = f.sequence("layer types", "layer_types", shape.layers) or f.sequence(
         "layer types", "layers_block_type", shape.layers
     )
-    if layer_types and any(t in ("linear_attention", "mamba") for t in layer_types):
+    # Rule lfm2_full_attn_idxs: LFM2 configs without layer_types list their attention layers in
+    # full_attn_idxs and every other layer is a short convolution (Lfm2Config.__post_init__).
+    if layer_types is None and family in LFM2_FAMILIES:
+        idxs = f.integers("full_attn_idxs", "full_attn_idxs", minimum=0)
+        if idxs is not None:
+            rules.append("LFM2: attention at full_attn_idxs, short convolution elsewhere")
+            return ["full_attention" if i in idxs else "conv" for i in range(shape.layers)]
+    if layer_types and family in LFM2_FAMILIES:
+        f.consume("full_attn_idxs")
+    if layer_types and any(t in ("linear_attention", "mamba", "conv") for t in layer_types):
         rules.append("layer_types with linear-attention / SSM layers")
         f.consume(*DERIVED_PATTERN_KEYS)
         return [str(t) for t in layer_types]
@@ -945,7 +1144,7 @@ def _hybrid_kinds(f: Fields, family: str, shape: Shape, rules: list[str]) -> lis
 def pure_ssm_layers(f: Fields, family: str, shape: Shape, rules: list[str]) -> tuple[LayerSpec, ...] | None:
     """Rule pure_ssm: Mamba / Falcon-Mamba (v1) and Mamba2 checkpoints: every layer is a fixed state."""
     if family in ("mamba", "falcon_mamba"):
-        state = _mamba1_state(f, shape.hidden)
+        state = _mamba1_state(f, family, shape.hidden)
     elif family == "mamba2":
         state = _mamba2_state(f)
     else:
@@ -1014,10 +1213,15 @@ def _attention_types(f: Fields, family: str, shape: Shape, rules: list[str]) -> 
 def attention_layers(f: Fields, family: str, shape: Shape, rules: list[str]) -> tuple[LayerSpec, ...]:
     """Pure softmax-attention models: full, sliding, chunked and shared-KV layers."""
     types = _attention_types(f, family, shape, rules) or ["full_attention"] * shape.layers
+    # Rule gemma4_last_layer_full: Gemma4TextConfig forces the last layer to full attention.
+    if family == "gemma4_text" and types[-1] != "full_attention":
+        types = [*types[:-1], "full_attention"]
+        rules.append("Gemma 4: the last layer is full attention whatever layer_types says")
     window = read_window(f, family, rules)
     chunk = f.optional_integer("attention_chunk_size", ("attention_chunk_size",))
     v_head_dim = f.optional_integer("v_head_dim", ("v_head_dim",))
     swa = _swa_heads(f, shape, rules)
+    full_kv, full_dim = _global_heads(f, family, shape, rules) or (shape.kv_heads, shape.head_dim)
     layers = []
     for i, name in enumerate(types):
         if name in ("sliding_attention", "sliding"):
@@ -1042,7 +1246,7 @@ def attention_layers(f: Fields, family: str, shape: Shape, rules: list[str]) -> 
                 )
             )
         elif name in ("full_attention", "attention", "global"):
-            layers.append(attention_layer(i, shape.heads, shape.kv_heads, shape.head_dim, v_head_dim=v_head_dim))
+            layers.append(attention_layer(i, shape.heads, full_kv, full_dim, v_head_dim=v_head_dim))
         else:
             raise ConfigError(f.model, f"layer {i} type", ("layer_types",), f"unknown layer type {name!r}")
     return apply_kv_sharing(f, tuple(layers), rules)
@@ -1059,9 +1263,35 @@ def read_window(f: Fields, family: str, rules: list[str]) -> int | None:
             f.consume("sliding_window")  # MiMoV2FlashConfig overwrites it from sliding_window_size
             rules.append(f"sliding_window_size {size} previous tokens + the query: window {size + 1}")
             return size + 1
+    # Rule gemma4_bidirectional_window: with use_bidirectional_attention "all", Gemma4TextConfig halves the
+    # window: sliding_window // 2 + 1.
+    if family == "gemma4_text" and f.get("use_bidirectional_attention") == "all":
+        full = f.optional_integer("sliding window", ("sliding_window",))
+        if full is not None:
+            rules.append(f"bidirectional attention: window {full} // 2 + 1")
+            return full // 2 + 1
     # Gemma 2 configs repeat the window as sliding_window_size (read as an alias: equal values are consumed,
     # a different one is left unread and reported).
     return f.optional_integer("sliding window", ("sliding_window", "sliding_window_size"))
+
+
+def _global_heads(f: Fields, family: str, shape: Shape, rules: list[str]) -> tuple[int, int] | None:
+    """Rule gemma4_global_layers: Gemma 4's full-attention layers have their own head dim, global_head_dim
+    (512 when the file omits it), and, when attention_k_eq_v is set, their own KV heads,
+    num_global_key_value_heads (Gemma4TextConfig.__post_init__ builds per_layer_config this way; with
+    attention_k_eq_v the layer has no v_proj and V is K before its norm, but the cache still holds both:
+    Gemma4TextAttention.forward passes separate key and value states to past_key_values.update)."""
+    if family != "gemma4_text":
+        return None
+    dim = f.optional_integer("global_head_dim", ("global_head_dim",)) or 512
+    kv = shape.kv_heads
+    if f.flag("attention_k_eq_v"):
+        kv = f.optional_integer("global KV heads", ("num_global_key_value_heads",)) or kv
+        _check_divides(f.model, shape.heads, kv)
+    else:
+        f.consume("num_global_key_value_heads")  # ignored by the config class without attention_k_eq_v
+    rules.append(f"Gemma 4 full-attention layers: {kv} KV heads, head_dim {dim}")
+    return kv, dim
 
 
 def _swa_heads(f: Fields, shape: Shape, rules: list[str]) -> tuple[int, int, int | None] | None:
@@ -1114,11 +1344,56 @@ def plain_layers(f: Fields, family: str, shape: Shape, rules: list[str]) -> tupl
 
 LAYER_BUILDERS: tuple[LayerBuilder, ...] = (
     nemotron_nas_layers,
+    deepseek_v4_layers,
     mla_layers,
     hybrid_state_layers,
     pure_ssm_layers,
     plain_layers,
 )
+
+
+#: MllamaVisionConfig defaults (transformers/models/mllama/configuration_mllama.py) for a wrapper whose
+#: vision_config omits them, and MllamaTextConfig's default cross_attention_layers.
+MLLAMA_VISION_DEFAULTS = {"image_size": 448, "patch_size": 14, "max_num_tiles": 4}
+MLLAMA_CROSS_LAYERS = (3, 8, 13, 18, 23, 28, 33, 38)
+
+
+def mllama_tokens_per_image(model: str, raw: Raw, rules: list[str]) -> int:
+    """The vision tokens one image brings: max_num_tiles x ((image_size // patch_size)^2 + 1), the patches of
+    every tile plus its class token (MllamaVisionModel.num_patches; the vision output is reshaped to
+    tiles x num_patches tokens before the cross-attention K/V projections)."""
+    vision = Fields(model, raw.get("vision_config") or {}, MLLAMA_VISION_DEFAULTS)
+    size = vision.integer("vision image_size", ("image_size",))
+    patch = vision.integer("vision patch_size", ("patch_size",))
+    tiles = vision.integer("vision max_num_tiles", ("max_num_tiles",))
+    per_tile = (size // patch) ** 2 + 1
+    rules.append(f"cross-attention: {tiles} tiles x ({size} // {patch})^2 + 1 = {tiles * per_tile:,} tokens per image")
+    return tiles * per_tile
+
+
+def cross_attention_layers(
+    f: Fields, family: str, raw: Raw, layers: tuple[LayerSpec, ...], rules: list[str]
+) -> tuple[LayerSpec, ...]:
+    """Rule mllama_cross_attention: Llama 3.2 Vision's cross_attention_layers attend to the image tokens, not
+    to the text: they cache K and V of each image's vision tokens (MllamaTextCrossAttention: k_proj / v_proj
+    of cross_attention_states), a fixed cost per sequence whatever the context, and nothing for a text-only
+    sequence (MllamaTextModel skips them when there are no cross-attention states). Each sequence carries
+    DEFAULT_IMAGES images unless the plan says otherwise (CacheLayout.with_images)."""
+    if family not in ("mllama_text_model", "mllama"):
+        return layers
+    found = f.integers("cross_attention_layers", "cross_attention_layers", minimum=0)
+    indices = MLLAMA_CROSS_LAYERS if found is None else tuple(found)
+    bad = [i for i in indices if i >= len(layers)]
+    if bad:
+        raise ConfigError(
+            f.model, "cross_attention_layers", ("cross_attention_layers",), f"{bad} past the {len(layers)} layers"
+        )
+    per_image = mllama_tokens_per_image(f.model, raw, rules)
+    out = list(layers)
+    for i in indices:
+        out[i] = replace(layers[i], kind=LayerKind.CROSS, tokens_per_image=per_image, images=DEFAULT_IMAGES)
+    rules.append(f"{len(indices)} cross-attention layers hold image tokens, not the text context")
+    return tuple(out)
 
 
 def mtp_layers(f: Fields, shape: Shape, layers: tuple[LayerSpec, ...], rules: list[str]) -> tuple[LayerSpec, ...]:
