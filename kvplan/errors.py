@@ -50,6 +50,17 @@ class ConfigError(KvplanError):
         super().__init__(f"{model}: {quantity}: {problem} (keys tried: {tried})")
 
 
+class NotUnderstoodError(KvplanError):
+    """Strict reading: the reader did not fully understand a config (a key that can shape the cache or the
+    weights and no rule read, an unknown family, an assumed value), so no figure is given."""
+
+    def __init__(self, model: str, warnings: Sequence[str]) -> None:
+        self.model = model
+        self.warnings = tuple(warnings)
+        lines = "\n".join(f"  {w}" for w in self.warnings)
+        super().__init__(f"{model}: refused under strict reading, the figure may be wrong:\n{lines}")
+
+
 class ConfigFileError(KvplanError):
     """A config file could not be read or is not a JSON object."""
 

@@ -375,6 +375,12 @@ def estimate(
     lines = tuple(line for g in layout.groups() for line in _group_lines(g, ctx, batch, types, held))
     lines = tuple(line for line in lines if line.result or len(lines) == 1)
     notes = [types.note] if types.note else []
+    cross = layout.cross_layers
+    if cross:
+        notes.append(
+            f"each sequence carries {cross[0].images} image(s) of {cross[0].tokens_per_image:,} tokens for the "
+            "cross-attention layers (0 = text only)"
+        )
     if any(layer.kind is LayerKind.SHARED for layer in layout.layers):
         notes.append("shared-KV layers read an earlier layer's cache and add nothing")
     mtp_per_token = sum(token_bytes(layer, types) for layer in layout.mtp_layers)
@@ -421,6 +427,10 @@ def divisors(n: int) -> tuple[int, ...]:
 def with_kv_heads(layout: CacheLayout, kv_heads: int, option: str = "--kv-heads") -> CacheLayout:
     """Validate and apply the GQA what-if: ``kv_heads`` K/V heads in every attention layer."""
     check_positive(option, kv_heads)
+    if LayerKind.COMPRESSED in layout.kinds:
+        raise OptionError(
+            option, f"{layout.model} attends with one K = V head shared by every query head (DeepSeek-V4)"
+        )
     if not layout.attention_layers:
         kinds = ", ".join(k.value for k in layout.kinds)
         raise OptionError(option, f"{layout.model} has no per-head K/V to change (layers: {kinds})")
@@ -468,7 +478,7 @@ def g_spectrum(
 
     ``layout`` may already carry a what-if G; ``own`` is the model's original G.
     """
-    if not layout.attention_layers:
+    if not layout.attention_layers or LayerKind.COMPRESSED in layout.kinds:
         return ()
     h = min(layer.q_heads for layer in layout.attention_layers)
     current = layout.kv_heads

@@ -51,6 +51,11 @@ class LayerKind(StrEnum):
         return self in (LayerKind.FULL, LayerKind.SLIDING, LayerKind.CHUNKED, LayerKind.CROSS)
 
 
+#: The kinds every serving engine's rules cover; DeepSeek-V4's compressed layers and cross-attention layers
+#: have rules only under ideal and hf so far, and the other engines refuse them.
+CLASSIC_KINDS = frozenset(LayerKind) - {LayerKind.COMPRESSED, LayerKind.CROSS}
+
+
 @dataclass(frozen=True)
 class StateTensor:
     """One per-sequence state tensor of a STATE layer (shape excludes the batch dimension)."""

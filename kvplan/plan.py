@@ -20,7 +20,7 @@ from kvplan.formula import (
     resolve_types,
     with_kv_heads,
 )
-from kvplan.layout import CacheLayout
+from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.limits import MAX_COUNT
 from kvplan.resolve import ModelSource, resolve
 
@@ -78,6 +78,11 @@ class SizeReport:
     engine_sequence_bytes: int
 
     @property
+    def warnings(self) -> tuple[ConfigWarning, ...]:
+        """What the reader did not fully understand (size reads no weights)."""
+        return self.layout.warnings
+
+    @property
     def notes(self) -> tuple[str, ...]:
         """The estimate's notes, and a warning when ctx passes the model's own maximum."""
         out = list(self.estimate.notes)
@@ -103,12 +108,17 @@ def size(
     v_dtype: str | None = None,
     revision: str | None = None,
     token: str | None = None,
+    images: int | None = None,
+    strict: bool = False,
 ) -> SizeReport:
-    """Bytes per token, per sequence and in total for ``model`` at ``ctx`` x ``batch``, under ``engine``."""
-    source = resolve(model, revision=revision, token=token)
-    from kvplan.readers.config import read_config
+    """Bytes per token, per sequence and in total for ``model`` at ``ctx`` x ``batch``, under ``engine``.
 
-    layout = read_config(source.raw, source.model_id, source.describe())
+    ``images``: images per sequence for cross-attention models (None: the default); ``strict``: refuse a
+    config the reader did not fully understand (NotUnderstoodError) instead of answering with warnings."""
+    source = resolve(model, revision=revision, token=token)
+    from kvplan.readers.config import read_checked
+
+    layout = read_checked(source.raw, source.model_id, source.describe(), images=images, strict=strict)
     return size_of_layout(
         layout,
         source,
@@ -229,6 +239,12 @@ class CapacityReport:
     gpu_title: str | None
     tensor_parallel_size: int
     own_kv_heads: int | None
+    #: Keys that can shape the weights and no rule read (when the budget came from a GPU's weights).
+    weight_warnings: tuple[ConfigWarning, ...] = ()
+
+    @property
+    def warnings(self) -> tuple[ConfigWarning, ...]:
+        return (*self.layout.warnings, *self.weight_warnings)
 
 
 def capacity(
@@ -248,6 +264,8 @@ def capacity(
     gpu_files: Sequence[Path] = (),
     revision: str | None = None,
     token: str | None = None,
+    images: int | None = None,
+    strict: bool = False,
 ) -> CapacityReport:
     """Blocks, tokens and concurrency ``engine`` gets from ``kv_memory`` per GPU, or from a GPU's budget."""
     from dataclasses import replace as dc_replace
@@ -255,18 +273,19 @@ def capacity(
 
     from kvplan.engines import EngineOptions, get_engine
     from kvplan.engines import capacity as engine_capacity
-    from kvplan.readers.config import read_config
+    from kvplan.readers.config import read_checked, refuse_not_understood
 
     if (kv_memory is None) == (gpu is None):
         raise OptionError("--kv-memory", "give either --kv-memory (e.g. 8GiB) or --gpu (e.g. h100), not both")
     source = resolve(model, revision=revision, token=token)
-    layout = read_config(source.raw, source.model_id, source.describe())
+    layout = read_checked(source.raw, source.model_id, source.describe(), images=images, strict=strict)
     own = layout.kv_heads if layout.attention_layers else None
     if kv_heads is not None:
         layout = with_kv_heads(layout, kv_heads)
     length, length_source = default_context(layout, max_model_len)
     opts = options or EngineOptions()
     gpu_title = None
+    weight_warnings: tuple[ConfigWarning, ...] = ()
     if kv_memory is not None:
         memory = check_positive("--kv-memory", kv_memory)
         lines = [f"KV memory per GPU: {memory:,} B (--kv-memory)"]
@@ -283,6 +302,9 @@ def capacity(
         opts = dc_replace(opts, tensor_parallel_size=tp)
         weights = weight_bytes(layout, dtype=None if weights_dtype == AUTO else weights_dtype, kv_heads=kv_heads)
         per_gpu_weights = weights.bytes_per_gpu(tp)
+        weight_warnings = weights.params.warnings
+        if strict:
+            refuse_not_understood(layout.model, weight_warnings)
         reserve = DEFAULT_RESERVE if reserve_bytes is None else reserve_bytes
         fraction = Fraction(str(check_utilization(utilization)))
         rule = get_engine(engine).kv_budget(selection.usable_bytes, per_gpu_weights, reserve, fraction)
@@ -298,4 +320,4 @@ def capacity(
             )
     lines.append(f"max_model_len {length:,} ({length_source})")
     cap = engine_capacity(engine, layout, memory, length, kv_cache_dtype=kv_cache_dtype, opts=opts)
-    return CapacityReport(source, layout, cap, tuple(lines), gpu_title, opts.tensor_parallel_size, own)
+    return CapacityReport(source, layout, cap, tuple(lines), gpu_title, opts.tensor_parallel_size, own, weight_warnings)

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kvplan.formula import Explanation
-from kvplan.layout import CacheLayout
+from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.plan import CapacityReport, CatalogRow, SizeReport
 from kvplan.units import exact_and_human, human_bytes, product_text
 
@@ -223,6 +223,14 @@ def print_json(text: str) -> None:
 def print_error(message: str) -> None:
     """One message on stderr (no markup interpretation of user text)."""
     stderr_console().print(Text(f"kvplan: error: {message}", style="bold red"))
+
+
+def print_warnings(warnings: Sequence[ConfigWarning]) -> None:
+    """One stderr line per thing the reader did not fully understand (the message says the figure may be
+    wrong; --strict turns them into an error)."""
+    console = stderr_console()
+    for warning in warnings:
+        console.print(Text(f"kvplan: warning: {warning.message}", style="yellow"))
 
 
 def debug_enabled() -> bool:

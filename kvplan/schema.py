@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from kvplan.formula import CacheEstimate, Explanation, SpectrumPoint
     from kvplan.gpus import Budget, GpuRow, GpuSelection
+    from kvplan.layout import ConfigWarning
     from kvplan.plan import CapacityReport, CatalogRow, SizeReport
     from kvplan.resolve import ModelSource
     from kvplan.solver import FitReport, GChoice, GOption, PickGCell, PickGReport
@@ -21,6 +24,19 @@ if TYPE_CHECKING:
 
 class Out(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WarningOut(Out):
+    """One thing the reader did not fully understand: the figure may be wrong (``--strict`` refuses)."""
+
+    kind: str
+    key: str
+    shapes: str
+    message: str
+
+
+def warnings_out(warnings: Sequence[ConfigWarning]) -> list[WarningOut]:
+    return [WarningOut(kind=w.kind.value, key=w.key, shapes=w.shapes, message=w.message) for w in warnings]
 
 
 class SourceOut(Out):
@@ -101,6 +117,8 @@ class EngineOut(Out):
 
 class SizeOut(Out):
     schema_: str = Field(serialization_alias="schema")
+    #: What the reader did not fully understand (empty when it understood every key).
+    warnings: list[WarningOut]
     model: str
     source: SourceOut
     family: str
@@ -231,6 +249,7 @@ def size_out(report: SizeReport) -> SizeOut:
         )
     return SizeOut(
         schema_="kvplan.size/1",
+        warnings=warnings_out(report.warnings),
         model=report.source.requested,
         source=source_out(report.source),
         family=layout.family,
@@ -431,6 +450,8 @@ class ChartOut(Out):
 
 class PickGOut(Out):
     schema_: str = Field(serialization_alias="schema")
+    #: What the reader did not fully understand (empty when it understood every key).
+    warnings: list[WarningOut]
     model: str
     source: SourceOut
     scenario: ScenarioOut | None
@@ -519,6 +540,7 @@ def pick_g_out(report: PickGReport) -> PickGOut:
     scenario = report.scenario
     return PickGOut(
         schema_="kvplan.pick-g/1",
+        warnings=warnings_out(report.warnings),
         model=report.source.requested,
         source=source_out(report.source),
         scenario=None
@@ -623,6 +645,8 @@ class FitCheckOut(Out):
 
 class FitOut(Out):
     schema_: str = Field(serialization_alias="schema")
+    #: What the reader did not fully understand (empty when it understood every key).
+    warnings: list[WarningOut]
     model: str
     source: SourceOut
     family: str
@@ -653,6 +677,7 @@ def fit_out(report: FitReport) -> FitOut:
     types = report.kv_types
     return FitOut(
         schema_="kvplan.fit/1",
+        warnings=warnings_out(report.warnings),
         model=report.source.requested,
         source=source_out(report.source),
         family=report.layout.family,
@@ -723,6 +748,8 @@ def fit_out(report: FitReport) -> FitOut:
 
 class CapacityOut(Out):
     schema_: str = Field(serialization_alias="schema")
+    #: What the reader did not fully understand (empty when it understood every key).
+    warnings: list[WarningOut]
     model: str
     source: SourceOut
     engine: str
@@ -745,6 +772,7 @@ def capacity_out(report: CapacityReport) -> CapacityOut:
     cap = report.capacity
     return CapacityOut(
         schema_="kvplan.capacity/1",
+        warnings=warnings_out(report.warnings),
         model=report.source.requested,
         source=source_out(report.source),
         engine=cap.engine,

@@ -165,6 +165,16 @@ def reference_for(
     return Reference(model_id, True, "", int(params), results)
 
 
+def image_states(model: Any, images: int, tokens_per_image: int, batch: int) -> dict[str, Any]:
+    """Cross-attention inputs standing for ``images`` images per sequence (Llama 3.2 Vision): what the
+    multimodal projector hands the text model, [batch, images x tokens per image, hidden]."""
+    import torch
+
+    hidden = model.config.hidden_size
+    states = torch.zeros((batch, images * tokens_per_image, hidden), dtype=model.dtype, device="meta")
+    return {"cross_attention_states": states}
+
+
 @cache
 def reference(model_id: str, dtype_name: str = "bfloat16") -> Reference:
     raw = raw_config(model_id)

@@ -158,3 +158,20 @@ def test_a_non_boolean_switch_is_an_error() -> None:
     raw = {**bundled("Qwen/Qwen2.5-7B-Instruct"), "use_sliding_window": "false"}
     with pytest.raises(errors.ConfigError, match="use_sliding_window"):
         read_config(raw, "q")
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}")
+def test_no_bundled_config_has_an_unread_weight_shaping_key(path: Path) -> None:
+    from kvplan.weights import count_parameters
+
+    layout = read_config(json.loads(path.read_text()), path.parent.name)
+    unread = [w.key for w in count_parameters(layout).warnings]
+    assert unread == [], f"a weight rule must read these keys, or FAMILY_KEYS must declare them: {unread}"
+
+
+def test_an_unread_weight_key_is_named_by_the_weight_count() -> None:
+    from kvplan.weights import count_parameters
+
+    raw = {**bundled("meta-llama/Meta-Llama-3.1-8B"), "moe_shared_expert_intermediate_size": 4096}
+    (warning,) = count_parameters(read_config(raw, "m")).warnings
+    assert (warning.key, warning.shapes) == ("moe_shared_expert_intermediate_size", "weights")

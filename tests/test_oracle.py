@@ -12,13 +12,13 @@ from typer.testing import CliRunner
 
 from kvplan.cli import app
 
-from .oracle_hf import FIXTURES, bundled_ids, reference
+from .oracle_hf import FIXTURES, build, bundled_ids, forward_cache, image_states, reference, reference_for
 
 pytestmark = pytest.mark.oracle
 runner = CliRunner()
 
 
-def kvplan_json(model_id: str, seq: int, batch: int, engine: str) -> dict[str, object]:
+def kvplan_json(model_id: str, seq: int, batch: int, engine: str, *extra: str) -> dict[str, object]:
     args = [
         "size",
         model_id,
@@ -31,6 +31,7 @@ def kvplan_json(model_id: str, seq: int, batch: int, engine: str) -> dict[str, o
         "--json",
         "--kv-cache-dtype",
         "bfloat16",
+        *extra,
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.stderr
@@ -94,3 +95,28 @@ def test_hf_engine_matches_transformers_on_family_fixtures(case: str) -> None:
     path = str(FIXTURES / case)
     for (seq, batch), nbytes in ref.cache_nbytes:
         assert kvplan_json(path, seq, batch, "hf")["total_bytes"] == nbytes, (case, seq, batch)
+
+
+@pytest.mark.parametrize("case", ["deepseek_v4_flash", "deepseek_v4_default_pattern"])
+def test_hf_engine_matches_transformers_on_deepseek_v4(case: str) -> None:
+    """Around both compress rates and the window: partial windows (buffers), closed ones (overlap), past 128."""
+    raw = json.loads((FIXTURES / case / "config.json").read_text())
+    at = [(3, 1), (5, 2), (127, 1), (130, 1), (263, 2), (5000, 1)]
+    ref = reference_for(case, raw, at)
+    assert ref.supported, ref.reason
+    for (seq, batch), nbytes in ref.cache_nbytes:
+        assert kvplan_json(str(FIXTURES / case), seq, batch, "hf")["total_bytes"] == nbytes, (case, seq, batch)
+
+
+def test_hf_engine_matches_transformers_on_llama_vision_cross_attention() -> None:
+    """Cross-attention layers hold the image tokens (6,404 per image), not the text: 0, 1 and 2 images."""
+    case = "llama32_vision_cross"
+    raw = json.loads((FIXTURES / case / "config.json").read_text())
+    model, why = build(raw, "bfloat16")
+    assert model is not None, why
+    path = str(FIXTURES / case)
+    for images, seq, batch in [(0, 8, 1), (1, 37, 1), (2, 5, 2)]:
+        extra = image_states(model, images, 6404, batch) if images else None
+        nbytes = forward_cache(model, seq, batch, extra)
+        data = kvplan_json(path, seq, batch, "hf", "--images", str(images))
+        assert data["total_bytes"] == nbytes, (images, seq, batch)

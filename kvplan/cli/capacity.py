@@ -13,6 +13,7 @@ from kvplan.cli.options import (
     CtxOpt,
     GpuFileOpt,
     GpuOpt,
+    ImagesOpt,
     JsonOpt,
     KvDtypeOpt,
     KvHeadsOpt,
@@ -23,6 +24,7 @@ from kvplan.cli.options import (
     PrefixOpt,
     ReserveOpt,
     RevisionOpt,
+    StrictOpt,
     SwaFullOpt,
     TokenOpt,
     TpOpt,
@@ -65,6 +67,8 @@ def capacity(
     units: UnitsOpt = Units.iec,
     revision: RevisionOpt = None,
     token: TokenOpt = None,
+    images: ImagesOpt = None,
+    strict: StrictOpt = False,
 ) -> None:
     """Blocks, tokens and max concurrency an engine allocates from --kv-memory (or from --gpu's budget), computed
     the way that engine computes them; --ctx / --max-model-len is the request length for concurrency."""
@@ -102,7 +106,12 @@ def capacity(
         gpu_files=gpu_file or (),
         revision=revision,
         token=token,
+        images=images,
+        strict=strict,
     )
+    from kvplan.render import print_warnings
+
+    print_warnings(report.warnings)
     if json:
         from kvplan import schema
         from kvplan.render import print_json

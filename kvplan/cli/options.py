@@ -205,3 +205,23 @@ PrefixOpt = Annotated[
 UnifiedOpt = Annotated[
     bool, typer.Option("--kv-unified/--no-kv-unified", help="llama.cpp: one cache stream for all sequences.")
 ]
+
+
+ImagesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--images",
+        help="Images each sequence carries, for models with cross-attention layers (Llama 3.2 Vision): "
+        "0 = text only. Default: 1, stated in the output.",
+    ),
+]
+
+
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Refuse (exit 2) a config kvplan does not fully understand: a key that can shape the cache or the "
+        "weights and no rule read, an unknown model_type, an assumed value. Without it these are warnings.",
+    ),
+]

@@ -11,12 +11,14 @@ from kvplan.cli.options import (
     CacheVOpt,
     CtxOpt,
     EngineOpt,
+    ImagesOpt,
     JsonOpt,
     KvDtypeOpt,
     KvHeadsOpt,
     ModelArg,
     PpOpt,
     RevisionOpt,
+    StrictOpt,
     SwaFullOpt,
     TokenOpt,
     TpOpt,
@@ -47,6 +49,8 @@ def size(
     units: UnitsOpt = Units.iec,
     revision: RevisionOpt = None,
     token: TokenOpt = None,
+    images: ImagesOpt = None,
+    strict: StrictOpt = False,
 ) -> None:
     """KV-cache bytes per token, per sequence and in total, with the arithmetic, the G spectrum and, under
     --engine, what that engine allocates on each GPU and why it differs."""
@@ -73,7 +77,12 @@ def size(
         v_dtype=cache_type_v,
         revision=revision,
         token=token,
+        images=images,
+        strict=strict,
     )
+    from kvplan.render import print_warnings
+
+    print_warnings(report.warnings)
     if json:
         from kvplan import schema
         from kvplan.render import print_json

@@ -15,6 +15,7 @@ from kvplan.cli.options import (
     EngineOpt,
     GpuFileOpt,
     GpuOpt,
+    ImagesOpt,
     JsonOpt,
     KvDtypeOpt,
     KvHeadsOpt,
@@ -22,6 +23,7 @@ from kvplan.cli.options import (
     NumGpusOpt,
     ReserveOpt,
     RevisionOpt,
+    StrictOpt,
     TokenOpt,
     TpOpt,
     Units,
@@ -57,6 +59,8 @@ def pick_g(
     units: UnitsOpt = Units.iec,
     revision: RevisionOpt = None,
     token: TokenOpt = None,
+    images: ImagesOpt = None,
+    strict: StrictOpt = False,
 ) -> None:
     """How many KV heads G fit: every G that divides the query heads, with KV, weights, headroom, max batch, max
     context and quality, the largest G that fits, and the ways to reach the model's own or a quality-safe G.
@@ -79,7 +83,12 @@ def pick_g(
         chart=chart,
         revision=revision,
         token=token,
+        images=images,
+        strict=strict,
     )
+    from kvplan.render import print_warnings
+
+    print_warnings(report.warnings)
     if json:
         from kvplan import schema
         from kvplan.render import print_json
@@ -116,6 +125,8 @@ def fit(
     units: UnitsOpt = Units.iec,
     revision: RevisionOpt = None,
     token: TokenOpt = None,
+    images: ImagesOpt = None,
+    strict: StrictOpt = False,
 ) -> None:
     """What fits on --gpu: the longest context at --batch (default 1), the most sequences at --ctx, and the
     fewest GPUs (tensor-parallel size) for --ctx x --batch, each with the budget arithmetic."""
@@ -137,7 +148,12 @@ def fit(
         gpu_files=gpu_file or (),
         revision=revision,
         token=token,
+        images=images,
+        strict=strict,
     )
+    from kvplan.render import print_warnings
+
+    print_warnings(report.warnings)
     if json:
         from kvplan import schema
         from kvplan.render import print_json

@@ -21,6 +21,7 @@ from kvplan.formula import (
     KindBreakdown,
     Product,
     check_positive,
+    compressed_bytes,
     estimate,
     resolve_types,
     state_bytes,
@@ -258,6 +259,8 @@ class Engine:
     TYPES: tuple[str, ...] | None = None
     #: Whether K and V may use different dtypes (llama.cpp --cache-type-k / --cache-type-v).
     split_kv_types = True
+    #: The layer kinds this engine has a rule for; a model with any other is refused, never costed silently.
+    KINDS: frozenset[LayerKind] = frozenset(LayerKind)
 
     def cache_types(self, layout: CacheLayout, kv_cache_dtype: str, k: str | None, v: str | None) -> CacheTypes:
         if not self.split_kv_types and (k is not None or v is not None):
@@ -278,16 +281,20 @@ class Engine:
         """Token slots this layer holds for ``batch`` sequences of ``ctx`` tokens, and how."""
         held = layer.tokens_held(ctx)
         how = ""
-        if layer.window is not None and layer.kind in (LayerKind.SLIDING, LayerKind.CHUNKED):
-            how = f"min(ctx {ctx:,}, {'window' if layer.kind is LayerKind.SLIDING else 'chunk'} {layer.window:,})"
+        if layer.window is not None and layer.kind.windowed:
+            how = f"min(ctx {ctx:,}, {'chunk' if layer.kind is LayerKind.CHUNKED else 'window'} {layer.window:,})"
         return held * batch, how
 
     def slot_bytes(self, layer: LayerSpec, types: CacheTypes) -> int:
         return token_bytes(layer, types)
 
     def fixed_bytes(self, layer: LayerSpec, types: CacheTypes) -> int:
-        """Fixed bytes per sequence (SSM / linear-attention state)."""
+        """Fixed bytes per sequence (SSM / linear-attention state, cross-attention image tokens)."""
         return state_bytes(layer, types)
+
+    def compressed_bytes(self, layer: LayerSpec, ctx: int, types: CacheTypes) -> int:
+        """Bytes per sequence of a COMPRESSED layer's compressed entries (DeepSeek-V4 CSA / HCA)."""
+        return compressed_bytes(layer, ctx, types)
 
     def rules(self, layout: CacheLayout, ctx: int, batch: int, opts: EngineOptions) -> list[str]:
         return []
@@ -309,6 +316,12 @@ class Engine:
         fixed = self.fixed_bytes(layer, types)
         if fixed and not how:
             how = "one fixed state per sequence"
+        if layer.kind is LayerKind.CROSS:
+            how = f"{layer.images} image(s) x {layer.tokens_per_image:,} tokens, whatever the context"
+        compressed = self.compressed_bytes(layer, ctx, types)
+        if compressed:
+            fixed += compressed
+            how += f"; + {layer.compressed_entries(ctx):,} compressed entries (ctx // {layer.compress_ratio})"
         return LayerCost(layer, slots, self.slot_bytes(layer, types) if slots else 0, fixed * batch, how)
 
     def stage_layers(self, layout: CacheLayout, opts: EngineOptions) -> tuple[tuple[LayerSpec, ...], ...]:
@@ -338,6 +351,13 @@ class Engine:
                 "--tensor-parallel-size", f"--engine {self.name} splits layers, not heads: use --pipeline-parallel-size"
             )
         check_tp(layout, tp)
+        missing = [kind.value for kind in layout.kinds if kind not in self.KINDS]
+        if missing:
+            raise OptionError(
+                "--engine",
+                f"{self.name} has no rule for {', '.join(missing)} layers ({layout.model}); "
+                "--engine ideal or hf can cost them",
+            )
         for name in ("block_size", "max_num_batched_tokens"):
             value = getattr(opts, name)
             if value is not None:

@@ -24,6 +24,14 @@ class HFEngine(Engine):
       fp32: Qwen3-Next / Qwen3.5 GatedDeltaNet, Nemotron-H Mamba2).
     - Falcon with the new decoder architecture (Falcon-40B) broadcasts K/V to all query heads before caching
       (models/falcon/modeling_falcon.py: num_kv_heads = num_heads if new_decoder_architecture).
+    - DeepSeek-V4 (models/deepseek_v4/modeling_deepseek_v4.py): a sliding-only layer is a plain
+      DynamicSlidingWindowLayer, so its K = V is stored twice; a CSA / HCA layer (DeepseekV4CSACache /
+      DeepseekV4HCACache) keeps keys = values once for window - 1 tokens, compressed_kv per closed window, and the
+      compressor's pending tokens: buffer_kv and buffer_gate of ctx % rate tokens (2 x head_dim wide for CSA's
+      two overlapping series, head_dim for HCA), and for CSA overlap_kv / overlap_gate of the last window's
+      rate x head_dim once a window has closed; CSA's indexer keeps the same four at index_head_dim.
+    - Llama 3.2 Vision cross-attention layers (DynamicLayer): K and V of the image tokens only, nothing when
+      the sequence has no image (MllamaTextModel skips the layer).
     """
 
     name = "hf"
@@ -44,6 +52,8 @@ class HFEngine(Engine):
         for layer in layout.layers:
             if self.broadcasts_heads(layout) and layer.kind.has_kv_heads:
                 layer = replace(layer, k_heads=layer.q_heads, v_heads=layer.q_heads)
+            if layer.kind is LayerKind.SLIDING and layer.v_heads == 0:
+                layer = replace(layer, v_heads=layer.k_heads, v_head_dim=layer.k_head_dim)
             if layer.kind is LayerKind.STATE:
                 layer = replace(
                     layer,
@@ -58,14 +68,35 @@ class HFEngine(Engine):
         return tuple(layers)
 
     def slots(self, layer: LayerSpec, ctx: int, batch: int, opts: EngineOptions) -> tuple[int, str]:
-        if layer.kind in (LayerKind.SLIDING, LayerKind.CHUNKED) and layer.window is not None:
+        if layer.kind.windowed and layer.window is not None:
             return min(ctx, layer.window - 1) * batch, f"min(ctx {ctx:,}, window {layer.window:,} - 1)"
         return super().slots(layer, ctx, batch, opts)
 
+    def compressed_bytes(self, layer: LayerSpec, ctx: int, types: CacheTypes) -> int:
+        if layer.kind is not LayerKind.COMPRESSED:
+            return 0
+        rate, row = layer.compress_ratio, types.k.row_bytes
+        dims = (layer.k_head_dim, layer.indexer_head_dim) if layer.indexer_head_dim else (layer.k_head_dim,)
+        csa = len(dims) == 2
+        series = 2 if csa else 1  # CSA projects two overlapping series per token
+        entries, pending = divmod(ctx, rate)
+        total = 0
+        for dim in dims:
+            total += entries * row(dim)  # compressed_kv
+            total += 2 * pending * row(series * dim)  # buffer_kv + buffer_gate
+            if csa and entries:
+                total += 2 * rate * row(dim)  # overlap_kv + overlap_gate
+        return total
+
     def rules(self, layout: CacheLayout, ctx: int, batch: int, opts: EngineOptions) -> list[str]:
         out = []
-        if any(layer.kind in (LayerKind.SLIDING, LayerKind.CHUNKED) for layer in layout.layers):
+        if any(layer.kind.windowed for layer in layout.layers):
             out.append("sliding / chunked layers keep the last window - 1 tokens (DynamicSlidingWindowLayer)")
+        if any(layer.kind is LayerKind.COMPRESSED for layer in layout.layers):
+            out.append(
+                "DeepSeek-V4: compressed entries plus the compressor's pending tokens (buffer, gate) and, for CSA, "
+                "the last window's overlap (DeepseekV4CSACache / DeepseekV4HCACache)"
+            )
         if any(layer.kind is LayerKind.STATE for layer in layout.layers):
             out.append("linear-attention / SSM layers: conv state of the whole kernel, recurrent state in float32")
         if layout.dtype == "float32":

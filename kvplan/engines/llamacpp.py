@@ -8,7 +8,7 @@ from fractions import Fraction
 from kvplan.dtypes import canonical_name
 from kvplan.engines.base import Capacity, Engine, EngineOptions, allowed_types, cdiv, largest
 from kvplan.formula import CacheTypes, resolve_types, state_bytes
-from kvplan.layout import CacheLayout, LayerKind, LayerSpec
+from kvplan.layout import CLASSIC_KINDS, CacheLayout, LayerKind, LayerSpec
 
 
 class LlamaCppEngine(Engine):
@@ -25,6 +25,8 @@ class LlamaCppEngine(Engine):
     - Recurrent layers: conv state (kernel - 1) x conv_dim and SSM state, both float32, one row per sequence.
     - Layers split across GPUs (-sm layer), never heads: --pipeline-parallel-size, not --tensor-parallel-size.
     """
+
+    KINDS = CLASSIC_KINDS
 
     name = "llama.cpp"
     summary = "llama.cpp: n_ctx padded to 256 cells, K/V types apart (default f16), SWA cells window x n_seq + n_ubatch"

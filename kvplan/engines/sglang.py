@@ -8,7 +8,7 @@ from fractions import Fraction
 from kvplan.engines.base import Capacity, Engine, EngineOptions, cdiv, fp8_indexer_token_bytes
 from kvplan.errors import OptionError
 from kvplan.formula import CacheTypes
-from kvplan.layout import CacheLayout, LayerKind, LayerSpec
+from kvplan.layout import CLASSIC_KINDS, CacheLayout, LayerKind, LayerSpec
 
 
 class SGLangEngine(Engine):
@@ -26,6 +26,8 @@ class SGLangEngine(Engine):
       budget so swa_tokens = swa_full_tokens_ratio (0.8) x full_tokens; hybrid Mamba models first carve out
       mamba_full_memory_ratio (0.9) / 1.9 of the budget for states.
     """
+
+    KINDS = CLASSIC_KINDS
 
     name = "sglang"
     summary = "SGLang token pools: cell_size per token, page 1, fp32 SSM state, SWA pool ratio 0.8"

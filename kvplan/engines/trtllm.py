@@ -8,7 +8,7 @@ from fractions import Fraction
 from kvplan.engines.base import Capacity, Engine, EngineOptions, cdiv, shard, split_layers
 from kvplan.engines.budget import KvBudget, free_fraction_budget, weights_and_reserve
 from kvplan.errors import OptionError
-from kvplan.layout import CacheLayout, LayerKind, LayerSpec
+from kvplan.layout import CLASSIC_KINDS, CacheLayout, LayerKind, LayerSpec
 
 
 class TRTLLMEngine(Engine):
@@ -26,6 +26,8 @@ class TRTLLMEngine(Engine):
     - Sliding-window (VSWA) pools: not traced in the source read; windowed layers are held at min(len, window)
       rounded up to whole blocks (stated as an assumption in the output).
     """
+
+    KINDS = CLASSIC_KINDS
 
     name = "trtllm"
     summary = "TensorRT-LLM paged cache: 32-token blocks, ceil(H_kv / tp) heads per rank, fraction of free memory"

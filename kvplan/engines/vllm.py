@@ -8,7 +8,7 @@ from fractions import Fraction
 
 from kvplan.engines.base import Capacity, Engine, EngineOptions, LayerCost, cdiv, fp8_indexer_token_bytes
 from kvplan.formula import CacheTypes, state_bytes
-from kvplan.layout import CacheLayout, LayerKind, LayerSpec
+from kvplan.layout import CLASSIC_KINDS, CacheLayout, LayerKind, LayerSpec
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ class VLLMEngine(Engine):
     - Capacity: num_blocks = kv_memory // bytes_per_block (G pages); max concurrency = num_blocks / pages one
       request of max_model_len needs across groups; "GPU KV cache size" = int(concurrency x max_model_len).
     """
+
+    KINDS = CLASSIC_KINDS
 
     name = "vllm"
     summary = "vLLM V1 paged cache (0.33): block_size pages per layer, heads max(1, H_kv // tp), groups"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kvplan.dtypes import model_dtype_name
-from kvplan.errors import ConfigError, ConfigFileError
+from kvplan.errors import ConfigError, ConfigFileError, NotUnderstoodError, OptionError
 from kvplan.layout import (
     DEFAULT_IMAGES,
     CacheLayout,
@@ -252,6 +252,10 @@ NULL_MEANS_ABSENT = frozenset(
         "n_shared_experts",
         "num_kv_shared_layers",
         "window_length",
+        # Routed-expert counts: None is a dense model in DeepseekV2Config / Qwen2MoeConfig.
+        "n_routed_experts",
+        "num_local_experts",
+        "num_experts",
         *CONTEXT_KEYS,
     }
 )
@@ -289,6 +293,12 @@ class Fields:
             self.ledger.mark(key)
             return self.data[key]
         return self.defaults.get(key, default)
+
+    def peek(self, key: str, default: Any = None) -> Any:
+        """The file's own value of ``key`` (no family default), recorded as read."""
+        if key in self.data:
+            self.ledger.mark(key)
+        return self.data.get(key, default)
 
     def has(self, key: str) -> bool:
         """Whether the file states ``key`` (with any value, null included); not recorded as read."""
@@ -547,8 +557,10 @@ FAMILY_KEYS: dict[str, dict[str, str]] = {
         "mlp_layer_types": "weights",
         "qk_rope_head_dim": "harmless",
     },
-    # MiMo-V2-Flash: the sliding layers' query heads (their KV heads are read).
-    "mimo_v2_flash": {"swa_num_attention_heads": "weights"},
+    # Mamba2 mixers project dt inside in_proj: time_step_rank sizes no tensor (Mamba2Mixer only stores it;
+    # NemotronHMamba2Mixer never reads it).
+    "mamba2": {"time_step_rank": "harmless"},
+    "nemotron_h": {"time_step_rank": "harmless"},
     # MLA: num_key_value_heads is nominal (the latent is shared by every head); the nope / v head dims and
     # the query rank size projections only (DeepseekV3Attention); index_n_heads are the indexer's query heads.
     **{
@@ -591,20 +603,40 @@ def unread_key_warnings(
     for key in data:
         if key in read or not isinstance(key, str) or data[key] is None:
             continue  # a null states nothing
-        if key.startswith("use_") and data[key] is False:
-            continue  # a switch that is off adds nothing
+        if data[key] is False or data[key] == [] or data[key] == {}:
+            continue  # a switch that is off, or an empty list, adds nothing
         if classify_key(family, key) == shapes:
             message = f"{model}: config key {key!r} can shape the {shapes} but no rule read it: the figure may be wrong"
             out.append(ConfigWarning(WarningKind.UNREAD_KEY, key, message, shapes))
     return tuple(out)
 
 
+def refuse_not_understood(model: str, warnings: Sequence[ConfigWarning]) -> None:
+    """Strict reading: any warning is an error (NotUnderstoodError lists them all)."""
+    if warnings:
+        raise NotUnderstoodError(model, [w.message for w in warnings])
+
+
+def read_checked(
+    raw: object, model: str, source: str = "", *, images: int | None = None, strict: bool = False
+) -> CacheLayout:
+    """read_config, then, under ``strict``, refuse a config the reader did not fully understand."""
+    layout = read_config(raw, model, source, images=images)
+    if strict:
+        refuse_not_understood(model, layout.warnings)
+    return layout
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Entry points
 
 
-def read_config(raw: object, model: str, source: str = "") -> CacheLayout:
-    """Convert a parsed config.json or params.json into a layout."""
+def read_config(raw: object, model: str, source: str = "", *, images: int | None = None) -> CacheLayout:
+    """Convert a parsed config.json or params.json into a layout.
+
+    ``images``: how many images each sequence carries, for models with cross-attention layers (None: the
+    default, DEFAULT_IMAGES); a model without such layers must be given None or 0.
+    """
     if not isinstance(raw, Mapping):
         raise ConfigFileError(source or model, f"expected a JSON object, got {type(raw).__name__}")
     if is_meta_params(raw):
@@ -616,7 +648,7 @@ def read_config(raw: object, model: str, source: str = "") -> CacheLayout:
     notes: list[ConfigWarning] = []
     shape = read_shape(f, family, rules, notes)
     layers, mtp = build_layers(f, family, shape, rules)
-    layers = cross_attention_layers(f, family, raw, layers, rules)
+    layers = cross_attention_layers(f, family, raw, layers, rules, images)
     max_context = f.optional_integer("context length", CONTEXT_KEYS)
     f.consume("model_type")
     if not known_family(family):
@@ -1301,6 +1333,8 @@ def _swa_heads(f: Fields, shape: Shape, rules: list[str]) -> tuple[int, int, int
     kv = f.optional_integer("swa KV heads", ("swa_num_key_value_heads",))
     if kv is None:
         return None
+    if f.peek("swa_num_attention_heads") == shape.heads:
+        f.consume("swa_num_attention_heads")  # the sliding layers' query heads, the same as the full layers'
     dim = f.optional_integer("swa head_dim", ("swa_head_dim",)) or shape.head_dim
     vdim = f.optional_integer("swa v_head_dim", ("swa_v_head_dim", "v_head_dim"))
     rules.append(f"sliding layers: {kv} KV heads, head_dim {dim}" + (f", v_head_dim {vdim}" if vdim else ""))
@@ -1372,14 +1406,18 @@ def mllama_tokens_per_image(model: str, raw: Raw, rules: list[str]) -> int:
 
 
 def cross_attention_layers(
-    f: Fields, family: str, raw: Raw, layers: tuple[LayerSpec, ...], rules: list[str]
+    f: Fields, family: str, raw: Raw, layers: tuple[LayerSpec, ...], rules: list[str], images: int | None = None
 ) -> tuple[LayerSpec, ...]:
     """Rule mllama_cross_attention: Llama 3.2 Vision's cross_attention_layers attend to the image tokens, not
     to the text: they cache K and V of each image's vision tokens (MllamaTextCrossAttention: k_proj / v_proj
     of cross_attention_states), a fixed cost per sequence whatever the context, and nothing for a text-only
     sequence (MllamaTextModel skips them when there are no cross-attention states). Each sequence carries
     DEFAULT_IMAGES images unless the plan says otherwise (CacheLayout.with_images)."""
+    if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images < 0):
+        raise OptionError("--images", f"must be a whole number of images, 0 or more, got {images!r}")
     if family not in ("mllama_text_model", "mllama"):
+        if images:
+            raise OptionError("--images", f"{f.model} has no cross-attention layers: images do not change its cache")
         return layers
     found = f.integers("cross_attention_layers", "cross_attention_layers", minimum=0)
     indices = MLLAMA_CROSS_LAYERS if found is None else tuple(found)
@@ -1389,10 +1427,13 @@ def cross_attention_layers(
             f.model, "cross_attention_layers", ("cross_attention_layers",), f"{bad} past the {len(layers)} layers"
         )
     per_image = mllama_tokens_per_image(f.model, raw, rules)
+    count = DEFAULT_IMAGES if images is None else images
     out = list(layers)
     for i in indices:
-        out[i] = replace(layers[i], kind=LayerKind.CROSS, tokens_per_image=per_image, images=DEFAULT_IMAGES)
+        out[i] = replace(layers[i], kind=LayerKind.CROSS, tokens_per_image=per_image, images=count)
     rules.append(f"{len(indices)} cross-attention layers hold image tokens, not the text context")
+    default = " (the default for vision models; 0 = text only)" if images is None else ""
+    rules.append(f"each sequence carries {count} image(s){default}")
     return tuple(out)
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from kvplan.errors import OptionError
 from kvplan.formula import default_context, with_kv_heads
-from kvplan.layout import CacheLayout
+from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.resolve import ModelSource, resolve
 
 if TYPE_CHECKING:
@@ -123,6 +123,11 @@ class FitReport:
         return all(c.fits for c in self.checks)
 
     @property
+    def warnings(self) -> tuple[ConfigWarning, ...]:
+        """What the reader and the weight counter did not fully understand."""
+        return (*self.layout.warnings, *self.weights.params.warnings)
+
+    @property
     def grows_with_context(self) -> bool:
         return any(kind.grows_with_context for kind in self.layout.kinds)
 
@@ -144,20 +149,22 @@ def fit(
     gpu_files: Sequence[Path] = (),
     revision: str | None = None,
     token: str | None = None,
+    images: int | None = None,
+    strict: bool = False,
 ) -> FitReport:
     """For an existing model on ``gpu``: the longest context at each batch, the most sequences at each context
     and the fewest GPUs for each (ctx, batch). ``ctx`` defaults to the model's max_position_embeddings."""
     if gpu is None:
         raise OptionError("--gpu", _GPU_HINT)
     source = resolve(model, revision=revision, token=token)
-    from kvplan.readers.config import read_config
+    from kvplan.readers.config import read_checked, refuse_not_understood
 
-    layout = read_config(source.raw, source.model_id, source.describe())
+    layout = read_checked(source.raw, source.model_id, source.describe(), images=images, strict=strict)
     if ctx is None:
         ctx, ctx_source = default_context(layout, None)
     else:
         ctx_source = "--ctx"
-    return fit_for_layout(
+    report = fit_for_layout(
         layout,
         source,
         select_gpu(gpu, num_gpus=num_gpus, gpu_files=gpu_files),
@@ -172,6 +179,9 @@ def fit(
         weights_dtype=weights_dtype,
         ctx_source=ctx_source,
     )
+    if strict:
+        refuse_not_understood(layout.model, report.warnings)
+    return report
 
 
 def fit_for_layout(

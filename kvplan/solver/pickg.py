@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from kvplan.errors import OptionError
 from kvplan.formula import attention_kind_name, default_context, valid_kv_heads, with_kv_heads
-from kvplan.layout import CacheLayout
+from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.resolve import ModelSource, resolve
 
 if TYPE_CHECKING:
@@ -188,6 +188,12 @@ class PickGReport:
     notes: tuple[str, ...]
 
     @property
+    def warnings(self) -> tuple[ConfigWarning, ...]:
+        """What the reader and the weight counter did not fully understand (weights: of the first G)."""
+        weights = self.choices[0].weights.params.warnings if self.choices else ()
+        return (*self.layout.warnings, *weights)
+
+    @property
     def single(self) -> PickGCell | None:
         """The cell when one ctx and one batch were asked for."""
         return self.cells[0] if len(self.cells) == 1 else None
@@ -226,6 +232,8 @@ def pick_g(
     chart: bool = False,
     revision: str | None = None,
     token: str | None = None,
+    images: int | None = None,
+    strict: bool = False,
 ) -> PickGReport:
     """How many KV heads G a model can afford on ``gpu`` at ``ctx`` x ``batch`` (lists make a sweep).
 
@@ -240,9 +248,9 @@ def pick_g(
     if gpu is None:
         raise OptionError("--gpu", _GPU_HINT)
     source = resolve(model, revision=revision, token=token)
-    from kvplan.readers.config import read_config
+    from kvplan.readers.config import read_checked, refuse_not_understood
 
-    layout = read_config(source.raw, source.model_id, source.describe())
+    layout = read_checked(source.raw, source.model_id, source.describe(), images=images, strict=strict)
     if ctx is None and scenario is not None:
         ctx, ctx_source = scenario.ctx, f"the {scenario.name} scenario"
     elif ctx is None:
@@ -262,7 +270,7 @@ def pick_g(
             values = _as_counts(asked, f"--{name}")
             if values != (own,):
                 changes.append(f"{name} {', '.join(f'{v:,}' for v in values)} instead of {own:,}")
-    return pick_g_for_layout(
+    report = pick_g_for_layout(
         layout,
         source,
         selection,
@@ -279,6 +287,9 @@ def pick_g(
         scenario_changes=tuple(changes),
         ctx_source=ctx_source,
     )
+    if strict:
+        refuse_not_understood(layout.model, report.warnings)
+    return report
 
 
 def pick_g_for_layout(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from kvplan.formula import with_kv_heads
 from kvplan.layout import CacheLayout, LayerKind
-from kvplan.readers.config import Fields
+from kvplan.readers.config import Fields, KeyLedger, unread_key_warnings
 from kvplan.weights.decoder import dense_decoder
 from kvplan.weights.defaults import WEIGHT_DEFAULTS
 from kvplan.weights.families import gemma3n, meta_params, mla_decoder, nemotron_h, nemotron_nas, pure_ssm
@@ -18,7 +18,7 @@ def _rule_for(c: _Config) -> Callable[[_Config], _Counted]:
     """The first family rule that claims the config."""
     if c.family == "meta_params":
         return meta_params
-    if isinstance(c.f.data.get("block_configs"), list):
+    if isinstance(c.f.get("block_configs"), list):
         return nemotron_nas
     if any(layer.kind is LayerKind.MLA for layer in c.layout.layers):
         return mla_decoder
@@ -41,8 +41,11 @@ def count_parameters(layout: CacheLayout, kv_heads: int | None = None) -> ParamC
     if kv_heads is not None:
         layout = with_kv_heads(layout, kv_heads)
     defaults = WEIGHT_DEFAULTS.get(layout.family, {})
-    c = _Config(layout, Fields(layout.model, layout.raw, defaults))
+    # The reader's ledger carries on: a key either the cache rules or the weight rules read is accounted for.
+    ledger = KeyLedger(set(layout.read_keys))
+    c = _Config(layout, Fields(layout.model, layout.raw, defaults, ledger))
     counted = _rule_for(c)(c)
+    unread = unread_key_warnings(layout.model, layout.family, layout.raw, ledger.read, "weights")
     notes = list(counted.notes)
     if any(rule.startswith("text config from") for rule in layout.rules):
         notes.append("text decoder only: the vision tower and projector are not counted (they hold no KV cache)")
@@ -58,4 +61,5 @@ def count_parameters(layout: CacheLayout, kv_heads: int | None = None) -> ParamC
         kv_heads=kv_heads,
         mtp=counted.mtp,
         notes=tuple(notes),
+        warnings=unread,
     )

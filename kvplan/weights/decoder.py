@@ -351,7 +351,7 @@ def _fallback(c: _Config) -> DecoderSpec:
     """An unmodelled family, counted as a llama-style decoder (RMSNorms, attention_bias / mlp_bias if
     stated), with a plain MLP when hidden_act is one of PLAIN_MLP_ACTIVATIONS: an estimate."""
     bias = c.flag("attention_bias")
-    act = c.f.data.get("hidden_act", c.f.data.get("activation_function"))
+    act = c.f.peek("hidden_act", c.f.peek("activation_function"))
     gated = not (isinstance(act, str) and act in PLAIN_MLP_ACTIVATIONS)
     return DecoderSpec(
         _dense_width(c, "ffn_hidden_size", "n_inner"),
@@ -408,7 +408,7 @@ def dense_decoder(c: _Config) -> _Counted:
     tied = _tied(c)
     notes = list(spec.notes)
     exact = spec.exact
-    if c.family not in DECODER_FAMILIES and c.f.data.get("tie_word_embeddings") is None:
+    if c.family not in DECODER_FAMILIES and c.f.peek("tie_word_embeddings") is None:
         notes.append("tie_word_embeddings not stated; assumed untied")
     _embedding_and_head(
         t,

@@ -69,9 +69,8 @@ VOCAB_KEYS = ("vocab_size", "padded_vocab_size")
 
 def _tied(c: _Config) -> bool:
     """Rule tie_word_embeddings: the config's key, else the family default (TIED_BY_DEFAULT)."""
-    value = c.f.data.get("tie_word_embeddings")
-    if isinstance(value, bool):
-        return value
+    if c.f.get("tie_word_embeddings") is not None:
+        return c.f.flag("tie_word_embeddings")
     return c.family in TIED_BY_DEFAULT
 
 

@@ -27,10 +27,10 @@ def meta_params(c: _Config) -> _Counted:
     if width is None:
         multiple = c.integer("multiple_of", ("multiple_of",))
         width = int(2 * 4 * dim / 3)
-        if c.f.data.get("ffn_dim_multiplier") is not None:
+        if c.f.peek("ffn_dim_multiplier") is not None:
             width = int(c.number("ffn_dim_multiplier", "ffn_dim_multiplier") * width)
         width = multiple * ((width + multiple - 1) // multiple)
-    if c.f.data.get("vocab_size") == -1:
+    if c.f.peek("vocab_size") == -1:
         # Rule meta_vocab_minus_one: Llama 1/2 params.json say vocab_size -1 (taken from the tokenizer at
         # load time); their SentencePiece tokenizer has 32,000 pieces.
         vocab = 32_000
@@ -160,7 +160,7 @@ def nemotron_h(c: _Config) -> _Counted:
     """Rule nemotron_h_pattern (NemotronHForCausalLM): one RMSNorm and one mixer per block, the mixer by
     hybrid_override_pattern: M = Mamba2, * = attention (q, k, v, o; attention_bias), - = a plain relu2
     MLP (up, down; mlp_bias), E = MoE (non-gated experts, router, shared expert, optional latent)."""
-    pattern = str(c.f.data.get("hybrid_override_pattern", ""))
+    pattern = str(c.f.peek("hybrid_override_pattern", ""))
     h = c.hidden
     t = _Tensors()
     tied = _tied(c)
@@ -201,7 +201,7 @@ def gemma3n(c: _Config) -> _Counted:
     rank = c.optional(("laurel_rank",)) or 64
     per_layer = c.optional(("hidden_size_per_layer_input",)) or 256
     per_layer_vocab = c.optional(("vocab_size_per_layer_input",)) or 262_144
-    widths = c.f.data.get("intermediate_size")
+    widths = c.f.peek("intermediate_size")
     if isinstance(widths, list):
         widths = c.f.sequence("intermediate size", "intermediate_size", len(layers))
     else:

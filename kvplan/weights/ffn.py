@@ -74,7 +74,7 @@ def _moe_flags(c: _Config, layers: int) -> list[bool]:
     if types is not None:
         return [t == "sparse" for t in types]
     # Rule moe_layer_freq_list: MiMo-V2-Flash lists moe_layer_freq per layer (0 dense, 1 MoE).
-    freq = f.data.get("moe_layer_freq")
+    freq = f.get("moe_layer_freq")
     if isinstance(freq, list):
         listed = f.sequence("moe_layer_freq", "moe_layer_freq", layers) or []
         return [bool(v) for v in listed]
@@ -138,7 +138,9 @@ def _moe_block(c: _Config, experts: int) -> Moe:
 
 def _ffn_plan(c: _Config, dense: int, layers: int) -> list[Ffn]:
     """Each layer's feed-forward: MoE where the family's rule says so, else a dense MLP of width ``dense``."""
-    experts = next((n for key in EXPERT_KEYS if type(n := c.f.data.get(key)) is int and n > 0), 0)
+    # A routed-expert count of 0 (or null, or no key) is a dense model; anything but a whole number is an
+    # error ("256" must not make DeepSeek-V3 dense).
+    experts = c.optional(EXPERT_KEYS, minimum=0) or 0
     if not experts:
         return [dense] * layers
     block = _moe_block(c, experts)

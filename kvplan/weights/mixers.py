@@ -53,8 +53,8 @@ def _mamba1(t: _Tensors, c: _Config, *, jamba: bool = False) -> None:
         kernel = c.integer("conv_kernel", ("conv_kernel", "d_conv"))
         inner = c.optional(("intermediate_size",)) or c.integer("expand", ("expand",)) * h
         rank_key, conv_key, bias_key = "time_step_rank", "use_conv_bias", "use_bias"
-    raw_rank = c.f.data.get(rank_key, "auto")
-    rank = raw_rank if isinstance(raw_rank, int) and not isinstance(raw_rank, bool) else _cdiv(h, 16)
+    # MambaConfig: time_step_rank "auto" (the default) = ceil(hidden / 16); else a whole number.
+    rank = _cdiv(h, 16) if c.f.get(rank_key, "auto") == "auto" else c.integer(rank_key, (rank_key,))
     bias = c.flag(bias_key)
     t.linear(Part.OTHER, "mixer.in_proj", 2 * inner, h, bias=bias)
     t.vector(Part.OTHER, "mixer.conv1d.weight", (inner, 1, kernel))

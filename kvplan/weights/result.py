@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from math import prod
 
+from kvplan.layout import ConfigWarning
+
 
 class Part(StrEnum):
     """Where a tensor sits in the model, for the breakdown."""
@@ -66,6 +68,8 @@ class ParamCount:
     #: are not in :attr:`total`.
     mtp: int = 0
     notes: tuple[str, ...] = ()
+    #: Keys that can shape the weights and no rule (cache or weights) read: the count may be wrong.
+    warnings: tuple[ConfigWarning, ...] = ()
 
     def part(self, part: Part) -> int:
         return sum(t.params for t in self.tensors if t.part is part)

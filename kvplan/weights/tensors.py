@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from math import prod
@@ -101,7 +102,10 @@ class _Config:
         return self.f.flag(key, default)
 
     def number(self, quantity: str, key: str) -> float:
-        value = self.f.data.get(key, self.f.defaults.get(key))
+        """A positive, finite size factor (MPT expansion_ratio): a negative or NaN one would shrink weights."""
+        value = self.f.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(self.f.model, quantity, (key,), f"{value!r} is not a number")
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(self.f.model, quantity, (key,), f"{key} = {value!r}, must be a positive number")
         return float(value)
