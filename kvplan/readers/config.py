@@ -237,15 +237,16 @@ def known_family(family: str) -> bool:
 #: Keys whose null means "not used" in their config classes, so that null reads as absent. Anywhere else a
 #: null on a key a rule reads is an error (DeepSeek kv_lora_rank: null must not turn MLA into MHA).
 #: sliding_window: Mistral-7B-v0.3, Qwen2 (no window); q_lora_rank: DeepSeek-V2-Lite (no query compression);
-#: num_key_value_heads / intermediate_size: Nemotron-NAS (per layer in block_configs); head_dim: config
-#: classes that derive it from hidden_size / heads when None; the context keys: configs that state no limit.
+#: num_key_value_heads / intermediate_size: Nemotron-NAS (per layer in block_configs); the context keys:
+#: configs that state no limit. Not head_dim: some classes derive it from hidden / heads when None, others
+#: (Gemma 3) cannot build the model, so a null head_dim is refused rather than guessed. A null the file states
+#: is the file's word: no family default replaces it.
 NULL_MEANS_ABSENT = frozenset(
     {
         "sliding_window",
         "q_lora_rank",
         "num_key_value_heads",
         "intermediate_size",
-        "head_dim",
         "attention_chunk_size",
         "layer_types",
         "n_inner",
@@ -315,6 +316,7 @@ class Fields:
         A null is skipped only on keys whose config classes give it a meaning (NULL_MEANS_ABSENT); on any
         other key it is an error. Aliases the file also states with the same value are recorded as read.
         """
+        nulled = set()
         for key in keys:
             if key not in self.data:
                 continue
@@ -322,12 +324,13 @@ class Fields:
             self.ledger.mark(key)
             if value is None:
                 if key in NULL_MEANS_ABSENT:
+                    nulled.add(key)
                     continue
                 raise ConfigError(self.model, quantity or key, keys, f"{key} is null")
             self.ledger.mark(*(k for k in keys if k in self.data and self.data[k] == value))
             return key, value
         for key in keys:
-            if self.defaults.get(key) is not None:
+            if key not in nulled and self.defaults.get(key) is not None:
                 return key, self.defaults[key]
         return None
 
