@@ -203,3 +203,12 @@ def test_hub_errors_are_kvplan_errors(hub: FakeHub) -> None:
     hub.add("acme/broken", Repo(status=500))
     with pytest.raises(errors.HubError, match="HTTP 500"):
         resolve("acme/broken")
+
+
+def test_download_through_the_cli_prints_no_progress_or_warnings(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
+    hub.add_json("acme/tiny", {"config.json": SMALL})
+    result = CliRunner().invoke(app, ["size", "acme/tiny", "--ctx", "16", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["source"]["origin"] == "hub"
+    assert result.stderr == ""

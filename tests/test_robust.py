@@ -370,6 +370,28 @@ def test_deepest_and_widest_allowed_configs_stay_quick(tmp_path: Path) -> None:
         assert time.process_time() - started < 20, name
 
 
+def test_a_million_entry_layer_list_is_not_scanned_per_layer(tmp_path: Path) -> None:
+    """Llama 4's moe_layers as a 2,000,000-entry list over 4,096 layers: one set, not a list scan per layer."""
+    from kvplan.limits import MAX_LAYERS
+
+    config = {
+        **SMALL,
+        "model_type": "llama4_text",
+        "num_hidden_layers": MAX_LAYERS,
+        "intermediate_size": 512,
+        "intermediate_size_mlp": 512,
+        "vocab_size": 1000,
+        "num_local_experts": 4,
+        "moe_layers": [1] * 2_000_000,
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config, separators=(",", ":")))
+    started = time.process_time()
+    result = CliRunner().invoke(app, ["fit", str(path), "--gpu", "h100", "--ctx", "4k", "--json"])
+    assert result.exit_code == 0, result.output
+    assert time.process_time() - started < 15  # was minutes: 4,096 scans of 2,000,000 entries
+
+
 def test_divisors_match_brute_force() -> None:
     for n in range(1, 2000):
         assert divisors(n) == tuple(d for d in range(1, n + 1) if n % d == 0)
@@ -468,6 +490,20 @@ def test_full_stdout(args: list[str]) -> None:
         os.close(fd)
     assert done.returncode == 2
     assert done.stderr.decode() == "kvplan: error: cannot write the output to stdout: No space left on device\n"
+
+
+def test_stdout_closed_from_the_start() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for args in (["models"], ["models", "--json"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "kvplan", *args],
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=60,
+            preexec_fn=lambda: os.close(1),
+        )
+        assert done.returncode == 2
+        assert done.stderr.decode() == "kvplan: error: cannot write the output to stdout: stdout is closed\n"
 
 
 def test_closed_pipe() -> None:

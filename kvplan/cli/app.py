@@ -50,6 +50,8 @@ _OUTPUT_ERRNOS = frozenset({errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EBADF, e
 
 def main() -> None:
     """Console-script entry point. A closed or full stdout ends the run cleanly, not with a traceback."""
+    if sys.stdout is None:  # started with stdout closed (`kvplan ... >&-`): Python leaves no stream at all
+        raise SystemExit(_output_failed(OSError(errno.EBADF, "stdout is closed")))
     try:
         try:
             app(prog_name="kvplan")
@@ -72,7 +74,7 @@ def _output_failed(err: OSError) -> int:
         os.dup2(devnull, sys.stdout.fileno())
     if err.errno == errno.EPIPE:
         return 1  # the reader closed the pipe (`kvplan models | head -1`): nothing to say
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, AttributeError):  # stderr may be closed too
         sys.stderr.write(f"kvplan: error: cannot write the output to stdout: {err.strerror or err}\n")
         sys.stderr.flush()
     return int(ExitCode.USAGE)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Any
 
 from kvplan.weights.result import Part, Role
 from kvplan.weights.tensors import _Config, _Tensors
@@ -82,7 +84,8 @@ def _moe_flags(c: _Config, layers: int) -> list[bool]:
     # (layers step-1, 2*step-1, ...: Maverick alternates dense and MoE, Scout is all MoE).
     moe_layers = f.sequence("moe_layers", "moe_layers")
     if moe_layers is not None:
-        return [i in moe_layers for i in range(layers)]
+        moe = _members(moe_layers)
+        return [i in moe for i in range(layers)]
     step = c.optional(("interleave_moe_layer_step",))
     if step is not None:
         return [(i + 1) % step == 0 for i in range(layers)]
@@ -100,11 +103,17 @@ def _moe_flags(c: _Config, layers: int) -> list[bool]:
     # Rule qwen_sparse_step: Qwen2-MoE / Qwen3-MoE / Qwen3-Next: MoE unless the layer is in mlp_only_layers,
     # on every decoder_sparse_step-th layer ((i + 1) % step == 0).
     sparse_step = c.optional(("decoder_sparse_step",))
-    dense_only = f.sequence("mlp_only_layers", "mlp_only_layers") or []
+    dense_only = _members(f.sequence("mlp_only_layers", "mlp_only_layers") or [])
     if sparse_step is not None or dense_only:
         step = sparse_step or 1
         return [i not in dense_only and (i + 1) % step == 0 for i in range(layers)]
     return [True] * layers
+
+
+def _members(values: list[Any]) -> set[Any]:
+    """A config's list of layer indices as a set (``i in`` a list of a million entries, once per layer, would
+    not finish); unhashable entries cannot equal an index, so dropping them keeps the answer."""
+    return {v for v in values if isinstance(v, Hashable)}
 
 
 def _moe_block(c: _Config, experts: int) -> Moe:
