@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from kvplan.engines import EngineEstimate, EngineOptions, get_engine
+from kvplan.engines import EngineEstimate, EngineOptions, LayerCost, get_engine
 from kvplan.errors import KvplanError
 from kvplan.formula import check_positive, with_kv_heads
 from kvplan.layout import CacheLayout
@@ -58,6 +58,10 @@ class VerifyPlan:
     timing: bool = True
     #: How the plan was made or scaled, in words ("batch 32 -> 2 to fit 2.7 GiB; weights left out ...").
     note: str = ""
+    #: The pipeline stage whose layers one GPU holds here (a rank of that stage); None: the largest stage.
+    stage: int | None = None
+    #: Weight bytes per GPU of each pipeline stage, when counted stage by stage (multi-rank verify).
+    stage_weights: tuple[int, ...] = ()
 
     @property
     def kv_heads(self) -> int | None:
@@ -69,6 +73,16 @@ class VerifyPlan:
 
     def with_batch(self, batch: int) -> VerifyPlan:
         return replace(self, batch=batch)
+
+
+def stage_costs(plan: VerifyPlan, est: EngineEstimate) -> tuple[LayerCost, ...]:
+    """The layers one GPU of the plan's stage holds under ``est``: its own stage, else the largest."""
+    return est.largest_stage if plan.stage is None else est.stages[plan.stage]
+
+
+def stage_bytes(plan: VerifyPlan, est: EngineEstimate) -> int:
+    """The cache bytes one GPU of the plan's stage holds under ``est`` (per_gpu_bytes for the largest)."""
+    return est.per_gpu_bytes if plan.stage is None else est.stage_bytes[plan.stage]
 
 
 def predict(plan: VerifyPlan, batch: int | None = None) -> EngineEstimate:
@@ -91,6 +105,18 @@ def _weights_for(layout: CacheLayout, kv_heads: int | None, dtype: str | None, o
     if pp > 1:
         return -(-per_gpu // pp), f"weights per GPU ~ ceil({per_gpu:,} / {pp} stages) (stages not weighed apart)"
     return per_gpu, ""
+
+
+def _stage_weights(layout: CacheLayout, kv_heads: int | None, engine: str, opts: EngineOptions) -> tuple[int, ...]:
+    """Weight bytes per GPU of each pipeline stage (empty when the config does not say enough to count them)."""
+    from kvplan.weights import weight_bytes
+
+    try:
+        est = weight_bytes(layout, kv_heads=kv_heads)
+    except KvplanError:
+        return ()
+    sizes = tuple(len(stage) for stage in get_engine(engine).stage_layers(layout, opts))
+    return est.bytes_per_stage(opts.tensor_parallel_size, sizes)
 
 
 def plan_for_model(
@@ -121,6 +147,8 @@ def plan_for_model(
     check_positive("--batch", batch)
     get_engine(engine)  # an unknown engine is a usage error now, not mid-run
     weights_bytes, note = _weights_for(own, kv_heads, None, opts) if weights else (0, "")
+    multi_stage = weights and opts.pipeline_parallel_size > 1
+    stage_weights = _stage_weights(own, kv_heads, engine, opts) if multi_stage else ()
     g = f" G={layout.kv_heads}" if layout.attention_layers and layout.kv_heads else ""
     label = name or f"{layout.model}{g} ctx {ctx_value:,} x {batch}"
     return VerifyPlan(
@@ -134,6 +162,7 @@ def plan_for_model(
         weights_bytes=weights_bytes,
         probe=probe,
         note=note,
+        stage_weights=stage_weights,
     )
 
 

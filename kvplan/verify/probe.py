@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 from kvplan.verify.arena import _Arena, _OutOfMemoryError
 from kvplan.verify.common import ProgressCallback
 from kvplan.verify.device import _memory
-from kvplan.verify.plans import VerifyPlan, predict
+from kvplan.verify.plans import VerifyPlan, predict, stage_bytes
 from kvplan.verify.results import Check, ProbeResult
 from kvplan.verify.tensors import TensorSpec, cache_tensors
 
@@ -62,7 +62,7 @@ def _probe(
         if weights_note:
             predicted_max = 0
         else:
-            predicted_max, _ = _largest(lambda b: predict(plan, b).per_gpu_bytes <= memory)
+            predicted_max, _ = _largest(lambda b: stage_bytes(plan, predict(plan, b)) <= memory)
         best_bytes = 0
 
         def really_fits(batch: int) -> bool:
@@ -91,7 +91,7 @@ def _probe(
             measured_max, trials = _largest(really_fits)
     finally:
         arena.release()
-    predicted_bytes = predict(plan, predicted_max).per_gpu_bytes if predicted_max else 0
+    predicted_bytes = stage_bytes(plan, predict(plan, predicted_max)) if predicted_max else 0
     measured_bytes = best_bytes if measured_max else 0
     probe = ProbeResult(
         plan.name,

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from kvplan.engines import EngineEstimate
+from kvplan.engines import LayerCost
 from kvplan.units import exact_and_human
 
 if TYPE_CHECKING:
     pass
 from kvplan.verify.arena import _Arena, _available, _counters, _delta, _OutOfMemoryError
 from kvplan.verify.common import ProgressCallback
-from kvplan.verify.plans import VerifyPlan, predict
+from kvplan.verify.plans import VerifyPlan, predict, stage_bytes, stage_costs
 from kvplan.verify.results import Check, LayerResult, MemoryMeasure, OutOfMemory, PlanResult, TimingResult
 from kvplan.verify.tensors import LayerTensors, TensorSpec, cache_tensors
 from kvplan.verify.timing import _time_decode
@@ -26,11 +26,11 @@ def _by_index(items: Iterable[tuple[int, int]]) -> dict[int, int]:
 
 
 def _layer_results(
-    est: EngineEstimate, tensors: Sequence[LayerTensors], measured: dict[int, int] | None
+    costs: Sequence[LayerCost], tensors: Sequence[LayerTensors], measured: dict[int, int] | None
 ) -> tuple[LayerResult, ...]:
-    predicted = _by_index((c.spec.index, c.total) for c in est.largest_stage)
+    predicted = _by_index((c.spec.index, c.total) for c in costs)
     planned = _by_index((layer.index, layer.nbytes) for layer in tensors)
-    kinds = {c.spec.index: c.spec.kind.value for c in est.largest_stage}
+    kinds = {c.spec.index: c.spec.kind.value for c in costs}
     kinds.update({layer.index: layer.kind.value for layer in tensors})
     names: dict[int, list[str]] = {}
     for layer in tensors:
@@ -89,7 +89,7 @@ def _run_plan(
 ) -> tuple[PlanResult, list[Check]]:
     est = predict(plan)
     tensors = cache_tensors(plan)
-    predicted = est.per_gpu_bytes
+    predicted = stage_bytes(plan, est)
     planned = sum(layer.nbytes for layer in tensors)
     available, free = _available(torch, dev, cap)
     need = plan.weights_bytes + predicted
@@ -128,7 +128,7 @@ def _run_plan(
                 )
     finally:
         arena.release()
-    layers = _layer_results(est, tensors, measured_layers)
+    layers = _layer_results(stage_costs(plan, est), tensors, measured_layers)
     checks = []
     if measured is not None:
         checks.append(_bytes_check(plan, predicted, measured.cache_tensor_bytes, "measured tensor bytes", layers))

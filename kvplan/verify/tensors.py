@@ -266,11 +266,13 @@ def _stage_tensors(plan: VerifyPlan, stage: Sequence[LayerSpec], types: CacheTyp
 
 
 def cache_tensors(plan: VerifyPlan) -> tuple[LayerTensors, ...]:
-    """The tensors one GPU of the plan's largest pipeline stage holds, built from the layer specs and the
-    engine's own rules (tokens, pages, cells), never from the estimate's byte figures."""
+    """The tensors one GPU of the plan's pipeline stage (``plan.stage``, else the largest) holds, built from the
+    layer specs and the engine's own rules (tokens, pages, cells), never from the estimate's byte figures."""
     engine = get_engine(plan.engine)
     engine.validate(plan.layout, plan.opts)
     types = engine.cache_types(plan.layout, plan.kv_cache_dtype, None, None)
     stages = [_stage_tensors(plan, stage, types) for stage in engine.stage_layers(plan.layout, plan.opts)]
+    if plan.stage is not None:
+        return tuple(stages[plan.stage])
     sizes = [sum(layer.nbytes for layer in stage) for stage in stages]
     return tuple(stages[sizes.index(max(sizes))])

@@ -261,6 +261,34 @@ class WeightEstimate:
         rest = self.bytes_total - self.replicated_bytes - kv_total
         return self.replicated_bytes + kv + _cdiv(rest, tp)
 
+    def part_bytes(self, part: Part) -> int:
+        return dict(self.parts)[part]
+
+    def bytes_per_stage(self, tp: int, stage_layers: tuple[int, ...]) -> tuple[int, ...]:
+        """Weight bytes on each GPU of each pipeline stage (``stage_layers``: decoder layers per stage).
+
+        As vLLM places them (vllm/model_executor/models/llama.py LlamaModel: embed_tokens on the first rank,
+        and on the last too when tie_word_embeddings, where LlamaForCausalLM ties lm_head to it; other ranks
+        get PPMissingLayer; make_layers gives each rank its layers): the token embedding on the first stage,
+        the LM head on the last (a tied head is one more copy of the embedding there), every other weight
+        with its layer, split by layer count (exact for a stack of identical layers). Each share is split over
+        ``tp`` GPUs as :meth:`bytes_per_gpu` splits it.
+        """
+        layers = sum(stage_layers)
+        check_positive("--pipeline-parallel-size", len(stage_layers))
+        embedding = _cdiv(self.part_bytes(Part.EMBEDDING), tp)
+        head = _cdiv(self.part_bytes(Part.LM_HEAD), tp)
+        body = self.bytes_per_gpu(tp) - embedding - head
+        if self.params.tied_embeddings and len(stage_layers) > 1:
+            head = embedding
+        out = []
+        for i, n in enumerate(stage_layers):
+            share = _cdiv(body * n, layers) if layers else 0
+            share += embedding if i == 0 else 0
+            share += head if i == len(stage_layers) - 1 else 0
+            out.append(share)
+        return tuple(out)
+
 
 def weight_bytes(layout: CacheLayout, *, dtype: str | None = None, kv_heads: int | None = None) -> WeightEstimate:
     """Weight bytes: parameters x their storage.
