@@ -19,6 +19,8 @@ class ExitCode(IntEnum):
     REFUTED = 1
     #: The user's input was wrong: a flag, a model, a config, a file.
     USAGE = 2
+    #: A rank of a multi-rank verify failed (raised, crashed or was killed); every rank was torn down.
+    RANK_FAILED = 3
 
 
 class KvplanError(Exception):
@@ -221,3 +223,16 @@ class DeviceUnavailableError(KvplanError):
     def __init__(self, device: str, detail: str) -> None:
         self.device = device
         super().__init__(f"--device {device}: {detail}")
+
+
+class RankFailedError(KvplanError):
+    """A rank of a multi-rank verify failed for its own reasons; the launcher tore every other rank down."""
+
+    exit_code = ExitCode.RANK_FAILED
+
+    def __init__(self, rank: int, problem: str, torn_down: Sequence[int]) -> None:
+        self.rank = rank
+        self.problem = problem
+        self.torn_down = tuple(torn_down)
+        others = f"; ranks {', '.join(map(str, self.torn_down))} were torn down" if self.torn_down else ""
+        super().__init__(f"rank {rank} failed: {problem}{others}")

@@ -77,6 +77,27 @@ NonNegative = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
 Text = Annotated[str, Field(min_length=1)]
 
 
+class MeasuredModel(BaseModel):
+    """What ``kvplan verify --save-gpu`` measured on a CUDA device (the ``measured:`` block of an entry)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: cudaMemGetInfo's total (torch.cuda.mem_get_info), the figure vLLM's budget starts from.
+    total_bytes: Positive
+    #: cudaMemGetInfo's free once verify's process held its CUDA context, before it allocated anything.
+    free_bytes: NonNegative
+    #: total - free then: this process's CUDA context and whatever else held the device.
+    context_bytes: NonNegative
+    #: The caching allocator's reserve beyond the tensors' storage, the largest over verify's plans.
+    allocator_bytes: NonNegative | None = None
+    device_name: Text
+    torch_version: Text
+    cuda_version: str = ""
+    #: ISO 8601 date and time (UTC) of the measurement.
+    measured_at: Text
+    kvplan_version: str = ""
+
+
 class GpuEntryModel(BaseModel):
     """One entry of a gpus.yaml file, as written. A typo in a key is an error (extra="forbid")."""
 
@@ -109,6 +130,8 @@ class GpuEntryModel(BaseModel):
     usable_note: str = ""
     notes: str = ""
     sources: list[str] = Field(default_factory=list)
+    #: Written by ``kvplan verify --save-gpu`` (with usable_source: measured and usable_bytes = total_bytes).
+    measured: MeasuredModel | None = None
 
 
 class GpuFileModel(BaseModel):
@@ -121,6 +144,21 @@ class GpuFileModel(BaseModel):
 
 # ----------------------------------------------------------------------------------------------------------
 # The internal model
+
+
+@dataclass(frozen=True)
+class MeasuredGpu:
+    """A device's memory as ``kvplan verify --save-gpu`` measured it (see :class:`MeasuredModel`)."""
+
+    total_bytes: int
+    free_bytes: int
+    context_bytes: int
+    allocator_bytes: int | None
+    device_name: str
+    torch_version: str
+    cuda_version: str
+    measured_at: str
+    kvplan_version: str
 
 
 @dataclass(frozen=True)
@@ -152,6 +190,8 @@ class GpuEntry:
     sources: tuple[str, ...]
     #: Where the entry was read: ``kvplan:configs/gpus.yaml`` or a user file's path.
     origin: str = BUNDLED
+    #: What ``kvplan verify --save-gpu`` measured, for an entry it wrote.
+    measured: MeasuredGpu | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -169,6 +209,7 @@ def _entry(model: GpuEntryModel, origin: str) -> GpuEntry:
     data = model.model_dump()
     data["aliases"] = tuple(model.aliases)
     data["sources"] = tuple(model.sources)
+    data["measured"] = None if model.measured is None else MeasuredGpu(**model.measured.model_dump())
     return GpuEntry(**data, origin=origin)
 
 
@@ -312,6 +353,15 @@ def _entry_problems(i: int, m: GpuEntryModel) -> list[str]:
             problems.append(f"{at}.{high}: {hi} is below {low} ({lo})")
     if m.smi_reserved_mib is not None and m.smi_total_mib is not None and m.smi_reserved_mib >= m.smi_total_mib:
         problems.append(f"{at}.smi_reserved_mib: must be below smi_total_mib ({m.smi_total_mib})")
+    if m.measured is not None:
+        if m.usable_source != "measured":
+            problems.append(f"{at}.usable_source: an entry with a measured: block has usable_source: measured")
+        if m.usable_bytes != m.measured.total_bytes:
+            problems.append(
+                f"{at}.usable_bytes: must equal measured.total_bytes ({m.measured.total_bytes:,}), what was measured"
+            )
+        if m.measured.context_bytes != m.measured.total_bytes - m.measured.free_bytes:
+            problems.append(f"{at}.measured.context_bytes: must be total_bytes - free_bytes")
     return problems
 
 
@@ -721,6 +771,18 @@ def budget_lines(b: Budget, units: str = "iec") -> list[str]:
         f"reserve{per}: {exact_and_human(b.reserve_bytes, units)} (activation peak, NCCL/cuBLAS workspaces; --reserve)",
         *share,
     ]
+    measured = b.gpu.entry.measured if b.gpu.entry is not None else None
+    if measured is not None:
+        lines.append(
+            f"measured on {measured.measured_at[:10]} by kvplan verify: the CUDA context and other use took "
+            f"{exact_and_human(measured.context_bytes, units)}"
+            + (
+                ""
+                if measured.allocator_bytes is None
+                else f", the caching allocator {exact_and_human(measured.allocator_bytes, units)} beyond the tensors"
+            )
+            + f" (outside the {u} share when they fit in the rest)"
+        )
     if b.fits and b.count > 1:
         lines.append(
             f"KV cache on {b.count} GPUs: {b.count} x {b.kv_bytes_per_gpu:,} = "
@@ -759,6 +821,8 @@ class GpuRow:
     aliases: tuple[str, ...]
     #: ``kvplan:configs/gpus.yaml`` or the user file that defined it.
     origin: str
+    #: What ``kvplan verify --save-gpu`` measured, for an entry it wrote.
+    measured: MeasuredGpu | None = None
 
 
 def gpu_rows(catalog: Catalog) -> list[GpuRow]:
@@ -778,6 +842,84 @@ def gpu_rows(catalog: Catalog) -> list[GpuRow]:
             bf16=e.bf16,
             aliases=e.aliases,
             origin=e.origin,
+            measured=e.measured,
         )
         for e in catalog.entries
     ]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Measured entries (kvplan verify --save-gpu)
+
+
+def measured_id(device_name: str) -> str:
+    """An entry id for a device the catalog does not know: ``NVIDIA H200`` -> ``nvidia-h200``."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", device_name.lower()).strip("-._")
+    return slug or "measured-gpu"
+
+
+def measured_entry(measured: MeasuredGpu, base: GpuEntry | None) -> dict[str, Any]:
+    """The user-file entry for a measurement: the catalog entry's facts (same id, so it replaces that entry for
+    every later plan) with usable_bytes = the measured total, and the measurement itself."""
+    total = measured.total_bytes
+    entry: dict[str, Any] = {
+        "id": base.id if base is not None else measured_id(measured.device_name),
+        "name": base.name if base is not None else measured.device_name,
+    }
+    if base is not None:
+        entry.update(
+            {
+                key: value
+                for key, value in (
+                    ("vendor", base.vendor),
+                    ("aliases", list(base.aliases)),
+                    ("marketed", base.marketed),
+                    ("memory_type", base.memory_type),
+                    ("bandwidth_tbps", base.bandwidth_tbps),
+                    ("fp8", base.fp8),
+                    ("bf16", base.bf16),
+                )
+                if value not in (None, "", [])
+            }
+        )
+    elif normalize(measured.device_name) != normalize(entry["id"]):
+        entry["aliases"] = [measured.device_name]
+    entry["usable_bytes"] = total
+    entry["usable_source"] = "measured"
+    entry["usable_note"] = (
+        f"measured by kvplan verify on {measured.measured_at[:10]}: torch total {total:,} B on {measured.device_name}"
+    )
+    entry["measured"] = {k: v for k, v in measured.__dict__.items() if v is not None}
+    entry["sources"] = ["kvplan verify --save-gpu"]
+    return entry
+
+
+def save_measured_gpu(measured: MeasuredGpu, base: GpuEntry | None, path: Path | None = None) -> tuple[Path, str]:
+    """Write (or replace, by id) the measured entry in the user's GPU file and return (path, id).
+
+    The file must already be valid (a broken file is reported, never overwritten); the result is validated
+    before it replaces the old file, atomically. Comments in the file are not kept (it is rewritten as YAML).
+    """
+    import yaml
+
+    path = path or user_catalog_path()
+    text = _read_file(path, missing_ok=True)
+    data: dict[str, Any] = {"entries": []}
+    if text is not None:
+        _read(text, str(path))  # raises CatalogFileError on a broken file: leave it as it is
+        loaded = yaml.safe_load(text)
+        data = loaded if isinstance(loaded, dict) else {"entries": []}
+        data.setdefault("entries", [])
+    if base is None:  # a device the catalog knows by its torch name keeps that entry's id and facts
+        bundled, index = _merge([], _bundled(), BUNDLED)
+        base = Catalog(tuple(bundled), (BUNDLED,), index).lookup(measured.device_name)
+    entry = measured_entry(measured, base)
+    entries = [e for e in data["entries"] if not (isinstance(e, dict) and e.get("id") == entry["id"])]
+    data["entries"] = [*entries, entry]
+    new_text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    _merge(list(_merge([], _bundled(), BUNDLED)[0]), _read(new_text, str(path)), str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(new_text, "utf-8")
+    os.replace(tmp, path)
+    return path, str(entry["id"])

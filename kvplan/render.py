@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
     from kvplan.gpus import Budget, GpuRow, GpuSelection
     from kvplan.solver import Chart, FitReport, Lever, PickGCell, PickGReport, Way
-    from kvplan.verify import VerifyReport
+    from kvplan.verify import Check, VerifyReport
+    from kvplan.verify.ranks import RankResult, RanksReport
 
 
 #: Characters that must not reach a terminal as they are: C0 controls but the newline (ESC starts a colour, a
@@ -265,6 +266,10 @@ def render_gpus(rows: Sequence[GpuRow], units: str = "iec", console: Console | N
     def flag(value: bool | None) -> str:
         return "?" if value is None else "yes" if value else "no"
 
+    def source(r: GpuRow) -> str:
+        return r.usable_source if r.measured is None else f"measured here {r.measured.measured_at[:10]} *"
+
+    measured = [r for r in rows if r.measured is not None]
     render_rows(
         f"GPU catalog ({len(rows)}); kvplan plans with the 'usable' figure (see docs/gpus.md)",
         ("id", "name", "usable", "from", "marketed", "TB/s", "fp8", "bf16", "aliases"),
@@ -273,7 +278,7 @@ def render_gpus(rows: Sequence[GpuRow], units: str = "iec", console: Console | N
                 r.id,
                 r.name,
                 "raw size" if r.usable_bytes is None else human_bytes(r.usable_bytes, units),
-                r.usable_source,
+                source(r),
                 r.marketed,
                 "" if r.bandwidth_tbps is None else f"{r.bandwidth_tbps:g}",
                 flag(r.fp8),
@@ -285,6 +290,18 @@ def render_gpus(rows: Sequence[GpuRow], units: str = "iec", console: Console | N
         console,
         right=("usable", "TB/s"),
     )
+    for r in measured:
+        assert r.measured is not None
+        m = r.measured
+        (console or stdout_console()).print(
+            Text(
+                f"* {r.id}: measured by kvplan verify --save-gpu on {m.device_name} ({m.measured_at}, torch "
+                f"{m.torch_version}): total {m.total_bytes:,} B, CUDA context and other use {m.context_bytes:,} B"
+                + ("" if m.allocator_bytes is None else f", allocator reserve {m.allocator_bytes:,} B")
+                + f"; in {r.origin}",
+                style="dim",
+            )
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -635,6 +652,11 @@ def _nothing_fits(report: FitReport, what: str, missing: int, units: str) -> str
     return text
 
 
+def print_info(message: str) -> None:
+    """A line on stderr that is neither data nor an error (what a command wrote where)."""
+    stderr_console().print(Text(f"kvplan: {message}"))
+
+
 def print_note(message: str) -> None:
     """A one-line verdict on stderr (``--check`` failures)."""
     stderr_console().print(Text(f"kvplan: {message}", style="bold red"))
@@ -761,10 +783,14 @@ def render_verify(report: VerifyReport, units: str = "iec", console: Console | N
             f"{pr.measured_max_batch:,}, predicted {pr.predicted_max_batch:,}"
         )
     console.print()
+    _render_checks(console, report.checks)
+
+
+def _render_checks(console: Console, checks: Sequence[Check]) -> None:
     c_table = Table(title="Checks", title_justify="left", header_style="bold", box=None, pad_edge=False)
     for col in ("check", "predicted", "measured", "difference", "ok"):
         c_table.add_column(col, justify="left" if col == "check" else "right")
-    for c in report.checks:
+    for c in checks:
         c_table.add_row(
             c.name,
             f"{c.predicted_bytes:,}",
@@ -773,5 +799,73 @@ def render_verify(report: VerifyReport, units: str = "iec", console: Console | N
             "ok" if c.ok else "REFUTED",
         )
     console.print(c_table)
-    verdict = "every prediction held" if report.ok else f"{len(report.refuted)} prediction(s) refuted"
-    console.print(Text(verdict, style="bold green" if report.ok else "bold red"))
+    refuted = sum(not c.ok for c in checks)
+    verdict = "every prediction held" if not refuted else f"{refuted} prediction(s) refuted"
+    console.print(Text(verdict, style="bold green" if not refuted else "bold red"))
+
+
+def _probe_text(r: RankResult) -> str:
+    pr = r.plan.probe
+    return "-" if pr is None else f"{pr.predicted_max_batch:,} / {pr.measured_max_batch:,}"
+
+
+def render_ranks(report: RanksReport, units: str = "iec", console: Console | None = None) -> None:
+    """A multi-rank verify: one row per rank (its layers, heads, predicted and measured bytes, fit, probe),
+    each rank's notes, the deployment, then every check."""
+    console = console or stdout_console()
+    world = len(report.ranks)
+    console.print(
+        Text(
+            f"{report.name} · {report.engine} · tp {report.tp} x pp {report.pp} = {world} ranks on "
+            f"{report.device} ({report.backend}, started by {report.launcher}) · {report.wall_seconds:.2f} s",
+            style="bold cyan",
+        )
+    )
+    first = report.ranks[0].report.device
+    same_cap = len({r.report.device.cap_bytes for r in report.ranks}) == 1
+    cap = f" · {first.cap_note}" if first.cap_note and same_cap else " · per-rank caps: see 'may use'"
+    console.print(f"{first.name}, torch {first.torch_version}{cap if first.cap_bytes is not None else ''}")
+    console.print()
+    table = Table(title="Ranks", title_justify="left", header_style="bold", box=None, pad_edge=False)
+    columns = ("rank", "tp", "pp", "layers", "holds", "device", "predicted", "measured", "weights", "may use")
+    for col in (*columns, "fits (predicted)", "fits", "max batch (predicted / probed)"):
+        table.add_column(col, justify="left" if col in ("layers", "holds", "device") else "right")
+    for r in report.ranks:
+        p = r.plan
+        measured = "-" if p.measured is None else f"{p.measured.cache_tensor_bytes:,}"
+        table.add_row(
+            str(r.rank),
+            str(r.tp_rank),
+            str(r.pp_rank),
+            r.layer_range,
+            "; ".join(r.holds) or "-",
+            r.report.device.device,
+            f"{p.predicted_bytes:,}",
+            measured,
+            human_bytes(p.weights_bytes, units),
+            human_bytes(p.available_bytes, units),
+            "yes" if p.predicted_fits else "no",
+            "yes" if p.fits else "OUT OF MEMORY",
+            _probe_text(r),
+        )
+    console.print(table)
+    for r in report.ranks:
+        p = r.plan
+        notes = [p.note] if p.note else []
+        if p.out_of_memory is not None:
+            notes.append(p.out_of_memory.describe())
+        if p.measured is not None:
+            notes += list(p.measured.notes)
+        if p.timing is not None and p.timing.median_seconds is not None:
+            notes.append(f"decode step {p.timing.median_seconds * 1e3:,.2f} ms over {p.timing.layers} layers")
+        for note in notes:
+            console.print(Text(f"  rank {r.rank} (pid {r.pid}): {note}", style="dim"))
+    measured_total = sum(r.cache_bytes for r in report.ranks)
+    console.print(
+        f"deployment: predicted {exact_and_human(report.predicted_deployment_bytes, units)}, the ranks hold "
+        f"{exact_and_human(measured_total, units)}"
+    )
+    for r in report.out_of_memory:
+        console.print(Text(f"rank {r.rank} ran out of memory: the plan does not fit on its device", style="bold"))
+    console.print()
+    _render_checks(console, report.checks)

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from kvplan.plan import CapacityReport, CatalogRow, SizeReport
     from kvplan.resolve import ModelSource
     from kvplan.solver import FitReport, GChoice, GOption, PickGCell, PickGReport
-    from kvplan.verify import VerifyReport
+    from kvplan.verify import Check, DeviceInfo, PlanResult, VerifyReport
+    from kvplan.verify.ranks import RanksReport
 
 
 class Out(BaseModel):
@@ -324,6 +325,18 @@ def models_out(rows: list[CatalogRow]) -> ModelsOut:
     )
 
 
+class MeasuredGpuOut(Out):
+    total_bytes: int
+    free_bytes: int
+    context_bytes: int
+    allocator_bytes: int | None
+    device_name: str
+    torch_version: str
+    cuda_version: str
+    measured_at: str
+    kvplan_version: str
+
+
 class GpuRowOut(Out):
     id: str
     name: str
@@ -338,6 +351,8 @@ class GpuRowOut(Out):
     bf16: bool | None
     aliases: list[str]
     origin: str
+    #: What ``kvplan verify --save-gpu`` measured (null for every other entry).
+    measured: MeasuredGpuOut | None = None
 
 
 class GpusOut(Out):
@@ -348,7 +363,16 @@ class GpusOut(Out):
 def gpus_out(rows: list[GpuRow]) -> GpusOut:
     return GpusOut(
         schema_="kvplan.gpus/1",
-        gpus=[GpuRowOut(**{**r.__dict__, "aliases": list(r.aliases)}) for r in rows],
+        gpus=[
+            GpuRowOut(
+                **{
+                    **r.__dict__,
+                    "aliases": list(r.aliases),
+                    "measured": None if r.measured is None else MeasuredGpuOut(**r.measured.__dict__),
+                }
+            )
+            for r in rows
+        ],
     )
 
 
@@ -847,68 +871,148 @@ class VerifyOut(Out):
     plans: list[VerifyPlanOut]
 
 
-def verify_out(report: VerifyReport) -> VerifyOut:
-    dev = report.device
+def _verify_device_out(dev: DeviceInfo) -> VerifyDeviceOut:
     cat = dev.catalog
-    plans = []
-    for p in report.plans:
-        m, t, pr = p.measured, p.timing, p.probe
-        overhead = None
-        if m is not None:
-            overhead = m.reserved_delta if m.reserved_delta is not None else m.resident_delta
-            overhead = None if overhead is None else overhead - m.storage_bytes
-        plans.append(
-            VerifyPlanOut(
-                name=p.name,
-                model=p.model,
-                engine=p.engine,
-                ctx=p.ctx,
-                batch=p.batch,
-                kv_heads=p.kv_heads,
-                kv_dtype=p.kv_dtype,
-                note=p.note,
-                predicted_bytes=p.predicted_bytes,
-                measured_bytes=None if m is None else m.cache_tensor_bytes,
-                weights_bytes=p.weights_bytes,
-                predicted_fits=p.predicted_fits,
-                fits=p.fits,
-                out_of_memory=None if p.out_of_memory is None else p.out_of_memory.describe(),
-                allocator_overhead_bytes=overhead,
-                decode_seconds=None if t is None else t.median_seconds,
-                achieved_bytes_per_second=None if t is None else t.achieved_bytes_per_second,
-                catalog_bytes_per_second=None if t is None else t.catalog_bytes_per_second,
-                predicted_max_batch=None if pr is None else pr.predicted_max_batch,
-                measured_max_batch=None if pr is None else pr.measured_max_batch,
-            )
-        )
+    return VerifyDeviceOut(
+        device=dev.device,
+        name=dev.name,
+        torch_version=dev.torch_version,
+        total_bytes=dev.total_bytes,
+        free_bytes=dev.free_bytes,
+        cap_bytes=dev.cap_bytes,
+        available_bytes=dev.available_bytes,
+        catalog_id=None if cat is None else cat.gpu_id,
+        catalog_usable_bytes=None if cat is None else cat.catalog_usable_bytes,
+        catalog_difference_bytes=None if cat is None else cat.difference_bytes,
+        catalog_note=dev.catalog_note,
+    )
+
+
+def _verify_plan_out(p: PlanResult) -> VerifyPlanOut:
+    m, t, pr = p.measured, p.timing, p.probe
+    overhead = None
+    if m is not None:
+        overhead = m.reserved_delta if m.reserved_delta is not None else m.resident_delta
+        overhead = None if overhead is None else overhead - m.storage_bytes
+    return VerifyPlanOut(
+        name=p.name,
+        model=p.model,
+        engine=p.engine,
+        ctx=p.ctx,
+        batch=p.batch,
+        kv_heads=p.kv_heads,
+        kv_dtype=p.kv_dtype,
+        note=p.note,
+        predicted_bytes=p.predicted_bytes,
+        measured_bytes=None if m is None else m.cache_tensor_bytes,
+        weights_bytes=p.weights_bytes,
+        predicted_fits=p.predicted_fits,
+        fits=p.fits,
+        out_of_memory=None if p.out_of_memory is None else p.out_of_memory.describe(),
+        allocator_overhead_bytes=overhead,
+        decode_seconds=None if t is None else t.median_seconds,
+        achieved_bytes_per_second=None if t is None else t.achieved_bytes_per_second,
+        catalog_bytes_per_second=None if t is None else t.catalog_bytes_per_second,
+        predicted_max_batch=None if pr is None else pr.predicted_max_batch,
+        measured_max_batch=None if pr is None else pr.measured_max_batch,
+    )
+
+
+def _check_out(c: Check) -> CheckOut:
+    return CheckOut(
+        name=c.name,
+        plan=c.plan,
+        kind=c.kind,
+        predicted_bytes=c.predicted_bytes,
+        measured_bytes=c.measured_bytes,
+        difference_bytes=c.difference_bytes,
+        ok=c.ok,
+        detail=c.detail,
+    )
+
+
+def verify_out(report: VerifyReport) -> VerifyOut:
     return VerifyOut(
         schema_="kvplan.verify/1",
         ok=report.ok,
-        device=VerifyDeviceOut(
-            device=dev.device,
-            name=dev.name,
-            torch_version=dev.torch_version,
-            total_bytes=dev.total_bytes,
-            free_bytes=dev.free_bytes,
-            cap_bytes=dev.cap_bytes,
-            available_bytes=dev.available_bytes,
-            catalog_id=None if cat is None else cat.gpu_id,
-            catalog_usable_bytes=None if cat is None else cat.catalog_usable_bytes,
-            catalog_difference_bytes=None if cat is None else cat.difference_bytes,
-            catalog_note=dev.catalog_note,
-        ),
-        checks=[
-            CheckOut(
-                name=c.name,
-                plan=c.plan,
-                kind=c.kind,
-                predicted_bytes=c.predicted_bytes,
-                measured_bytes=c.measured_bytes,
-                difference_bytes=c.difference_bytes,
-                ok=c.ok,
-                detail=c.detail,
+        device=_verify_device_out(report.device),
+        checks=[_check_out(c) for c in report.checks],
+        plans=[_verify_plan_out(p) for p in report.plans],
+    )
+
+
+class VerifyRankOut(Out):
+    rank: int
+    tp_rank: int
+    pp_rank: int
+    pid: int
+    host: str
+    #: The layer indices of its pipeline stage.
+    layers: list[int]
+    #: What it holds of each kind of layer ("KV heads 0-1 of 8", "the whole MLA latent ...").
+    holds: list[str]
+    device: VerifyDeviceOut
+    plan: VerifyPlanOut
+    checks: list[CheckOut]
+    seconds: float
+
+
+class VerifyRanksOut(Out):
+    schema_: str = Field(serialization_alias="schema")
+    ok: bool
+    name: str
+    model: str
+    engine: str
+    ctx: int
+    batch: int
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    device: str
+    backend: str
+    launcher: str
+    predicted_deployment_bytes: int
+    measured_deployment_bytes: int
+    #: Ranks that ran out of memory.
+    out_of_memory_ranks: list[int]
+    wall_seconds: float
+    #: Every rank's checks ("rank N: ..."), then the deployment's.
+    checks: list[CheckOut]
+    ranks: list[VerifyRankOut]
+
+
+def ranks_out(report: RanksReport) -> VerifyRanksOut:
+    return VerifyRanksOut(
+        schema_="kvplan.verify-ranks/1",
+        ok=report.ok,
+        name=report.name,
+        model=report.model,
+        engine=report.engine,
+        ctx=report.ctx,
+        batch=report.batch,
+        tensor_parallel_size=report.tp,
+        pipeline_parallel_size=report.pp,
+        device=report.device,
+        backend=report.backend,
+        launcher=report.launcher,
+        predicted_deployment_bytes=report.predicted_deployment_bytes,
+        measured_deployment_bytes=sum(r.cache_bytes for r in report.ranks),
+        out_of_memory_ranks=[r.rank for r in report.out_of_memory],
+        wall_seconds=report.wall_seconds,
+        checks=[_check_out(c) for c in report.checks],
+        ranks=[
+            VerifyRankOut(
+                rank=r.rank,
+                tp_rank=r.tp_rank,
+                pp_rank=r.pp_rank,
+                pid=r.pid,
+                host=r.host,
+                layers=list(r.layers),
+                holds=list(r.holds),
+                device=_verify_device_out(r.report.device),
+                plan=_verify_plan_out(r.plan),
+                checks=[_check_out(c) for c in r.report.checks],
+                seconds=r.seconds,
             )
-            for c in report.checks
+            for r in report.ranks
         ],
-        plans=plans,
     )

@@ -19,17 +19,36 @@ Allocator rounding, reserve and resident memory are reported beside the comparis
 ``max_bytes`` is a software cap on what verify allocates: passing it raises the same out-of-memory result as
 the device would, so the out-of-memory and probe paths run on a CPU with small shapes.
 
+A tensor- or pipeline-parallel plan runs on real ranks of torch.distributed (:func:`run_ranks`, in
+:mod:`kvplan.verify.ranks`; the processes in :mod:`kvplan.verify.launch`): each rank allocates and checks its
+own share. :func:`save_gpu` keeps what a CUDA run measured as a ``measured`` entry of the user's GPU file.
+
 torch is imported inside the functions that need it (:func:`import_torch`), never at module import: kvplan
 works without it, and ``kvplan verify`` says to ``pip install "kvplan[verify]"``. Nothing here prints.
 """
 
 from __future__ import annotations
 
-from kvplan.verify import arena, common, device, entry, plans, probe, results, runner, tensors, timing
+from kvplan.verify import (
+    arena,
+    common,
+    device,
+    entry,
+    launch,
+    measure,
+    plans,
+    probe,
+    ranks,
+    results,
+    runner,
+    tensors,
+    timing,
+)
 from kvplan.verify.arena import FILL_BYTE
 from kvplan.verify.common import GiB, MiB, ProgressCallback, import_torch
 from kvplan.verify.device import compare_catalog, open_device, parse_device
 from kvplan.verify.entry import run_verify, self_check
+from kvplan.verify.measure import measure_gpu, save_gpu
 from kvplan.verify.plans import (
     HEADROOM,
     LLAMA2_7B,
@@ -41,6 +60,7 @@ from kvplan.verify.plans import (
     scale_to_fit,
     self_check_plans,
 )
+from kvplan.verify.ranks import RankResult, RankShare, RanksReport, rank_shares, run_ranks
 from kvplan.verify.results import (
     CatalogComparison,
     Check,
@@ -74,6 +94,9 @@ __all__ = [
     "PlanResult",
     "ProbeResult",
     "ProgressCallback",
+    "RankResult",
+    "RankShare",
+    "RanksReport",
     "TensorSpec",
     "TimingResult",
     "VerifyPlan",
@@ -86,15 +109,22 @@ __all__ = [
     "device",
     "entry",
     "import_torch",
+    "launch",
+    "measure",
+    "measure_gpu",
     "open_device",
     "parse_device",
     "plan_for_model",
     "plans",
     "predict",
     "probe",
+    "rank_shares",
+    "ranks",
     "results",
+    "run_ranks",
     "run_verify",
     "runner",
+    "save_gpu",
     "scale_to_fit",
     "self_check",
     "self_check_plans",
