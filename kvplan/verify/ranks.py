@@ -360,16 +360,17 @@ def _caps(max_bytes: int | Sequence[int | None] | None, world: int) -> tuple[int
 
 
 def _cpu_caps(caps: tuple[int | None, ...]) -> tuple[tuple[int | None, ...], str]:
-    """On a CPU every rank shares the machine's RAM: ranks without a cap share half of what is available."""
-    if all(c is not None for c in caps):
-        return caps, ""
+    """On a CPU the ranks share the machine's RAM: each may use at most its share of half of what is available
+    (a rank without a cap, or with a larger one, gets that share), since running out kills instead of raising."""
     free = _meminfo("MemAvailable") or _sysconf("SC_AVPHYS_PAGES") or 0
     share = free // 2 // len(caps)
+    if all(c is not None and c <= share for c in caps):
+        return caps, ""
     note = (
-        f"no --max-bytes on a CPU: the {len(caps)} ranks share half of the available RAM, "
-        f"{exact_and_human(share)} each (running out of RAM kills a process instead of raising)"
+        f"on a CPU the {len(caps)} ranks share half of the available RAM: at most {exact_and_human(share)} each "
+        "(running out of RAM kills a process instead of raising)"
     )
-    return tuple(share if c is None else c for c in caps), note
+    return tuple(share if c is None or c > share else c for c in caps), note
 
 
 def _device_kind(device: str, world: int, launched: bool) -> str:
