@@ -136,6 +136,23 @@ def test_torchrun_environment_is_read_and_checked(monkeypatch: pytest.MonkeyPatc
         run_ranks(gqa_plan(4), "cpu", timing=False, probe=False)
 
 
+def test_under_torchrun_the_given_ranks_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process as rank 0 of a world of 1 that "torchrun" made (the environment it sets): no process is
+    started, the group is joined by env://, and left again."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    report = run_ranks(gqa_plan(1), "cpu", max_bytes=MiB, timing=False, probe=False)
+    assert (report.launcher, report.rank, [r.pid for r in report.ranks]) == ("torchrun", 0, [os.getpid()])
+    assert report.ranks[0].cache_bytes == gqa_bytes(4, 4, 64, 2) and report.ok
+    assert not torch.distributed.is_initialized()
+
+
 # ---- ranks on gloo -----------------------------------------------------------------------------------------
 
 

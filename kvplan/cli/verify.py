@@ -236,6 +236,7 @@ def _verify_ranks(
     """``verify --tensor-parallel-size N [--pipeline-parallel-size M]``: every rank verifies its share."""
     from kvplan import verify as verifier
     from kvplan.render import verify_progress
+    from kvplan.verify.launch import torchrun_env
     from kvplan.verify.ranks import run_ranks
 
     plan = _rank_plan(model, ctx, batch, kv_dtype, kv_heads, engine, sizes)
@@ -243,15 +244,21 @@ def _verify_ranks(
     chosen = verifier.auto_device() if device == "auto" else device
     if save:
         _check_save(chosen)
-    with verify_progress() as progress:
-        tasks: dict[str, Any] = {}
+    given = torchrun_env("gloo")
+    if given is not None and given.rank != 0:  # under torchrun only rank 0 shows anything
+        report = run_ranks(plan, chosen, max_bytes=caps, gpu=gpu, timing=timing, probe=probe)
+    else:
+        with verify_progress() as progress:
+            tasks: dict[str, Any] = {}
 
-        def on_progress(task: str, done: int, total: int) -> None:
-            if task not in tasks:
-                tasks[task] = progress.add_task(task, total=total)
-            progress.update(tasks[task], completed=done, total=total)
+            def on_progress(task: str, done: int, total: int) -> None:
+                if task not in tasks:
+                    tasks[task] = progress.add_task(task, total=total)
+                progress.update(tasks[task], completed=done, total=total)
 
-        report = run_ranks(plan, chosen, max_bytes=caps, gpu=gpu, timing=timing, probe=probe, on_progress=on_progress)
+            report = run_ranks(
+                plan, chosen, max_bytes=caps, gpu=gpu, timing=timing, probe=probe, on_progress=on_progress
+            )
     if report.rank == 0:
         _print_ranks(report, json=json, units=units)
         if save:
