@@ -95,6 +95,22 @@ class SizeReport:
         return tuple(out)
 
 
+def load(
+    model: str,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    images: int | None = None,
+    strict: bool = False,
+) -> CacheLayout:
+    """A model's layout as every command reads it: ``images`` per sequence for cross-attention models, and
+    under ``strict`` a NotUnderstoodError instead of warnings for what the reader did not fully understand."""
+    from kvplan.readers.config import read_checked
+
+    source = resolve(model, revision=revision, token=token)
+    return read_checked(source.raw, source.model_id, source.describe(), images=images, strict=strict)
+
+
 def size(
     model: str,
     *,

@@ -210,3 +210,11 @@ def test_a_mutated_count_never_gives_a_silent_different_total(tmp_path: Path, da
     assert code in (0, 2)
     if code == 0:
         assert total == base, (model_id, key, value)
+
+
+def test_verify_reads_the_model_the_same_way(tmp_path: Path) -> None:
+    """verify --model refuses under --strict before any device work (torch is not needed to refuse)."""
+    model = write(tmp_path, {**bundled("meta-llama/Meta-Llama-3.1-8B"), "global_head_dim": 256})
+    result = runner.invoke(app, ["verify", "--model", model, "--ctx", "128", "--strict"])
+    assert result.exit_code == 2
+    assert "global_head_dim" in result.stderr and "strict" in result.stderr

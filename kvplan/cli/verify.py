@@ -11,9 +11,11 @@ from kvplan.cli.options import (
     BatchOpt,
     CtxOpt,
     EngineOpt,
+    ImagesOpt,
     JsonOpt,
     KvDtypeOpt,
     PpOpt,
+    StrictOpt,
     Units,
     UnitsOpt,
     _count,
@@ -21,6 +23,7 @@ from kvplan.cli.options import (
 from kvplan.errors import ExitCode, OptionError
 
 if TYPE_CHECKING:
+    from kvplan.layout import CacheLayout
     from kvplan.verify import VerifyPlan, VerifyReport
     from kvplan.verify.ranks import RanksReport
 
@@ -98,6 +101,8 @@ def verify(
     ] = False,
     json: JsonOpt = False,
     units: UnitsOpt = Units.iec,
+    images: ImagesOpt = None,
+    strict: StrictOpt = False,
 ) -> None:
     """Allocate the planned cache with torch on a real device and confirm it to the byte: tensor bytes, what
     fits, the largest batch that really fits, and the decode-attention time per G. Exit 1 if a prediction is
@@ -105,11 +110,18 @@ def verify(
     from kvplan import verify as verifier
     from kvplan.render import verify_progress
 
+    layout = None
+    if model is not None:
+        from kvplan.plan import load
+        from kvplan.render import print_warnings
+
+        layout = load(model, images=images, strict=strict)
+        print_warnings(layout.warnings)
     world = tensor_parallel_size * pipeline_parallel_size
     if world > 1 or tensor_parallel_size < 1 or pipeline_parallel_size < 1:
         _verify_ranks(
             device,
-            model,
+            layout,
             ctx,
             batch,
             kv_cache_dtype,
@@ -151,7 +163,7 @@ def verify(
             heads: list[int | None] = list(parse_counts(kv_heads, "--kv-heads")) if kv_heads else [None]
             plans = [
                 verifier.plan_for_model(
-                    model,
+                    layout or model,
                     ctx=_count(ctx, "--ctx"),
                     batch=_count(batch, "--batch") or 1,
                     kv_cache_dtype=kv_cache_dtype,
@@ -187,7 +199,7 @@ def verify(
 
 
 def _rank_plan(
-    model: str | None,
+    model: CacheLayout | None,
     ctx: str | None,
     batch: str | None,
     kv_dtype: str,
@@ -217,7 +229,7 @@ def _rank_plan(
 
 def _verify_ranks(
     device: str,
-    model: str | None,
+    model: CacheLayout | None,
     ctx: str | None,
     batch: str | None,
     kv_dtype: str,
