@@ -203,7 +203,10 @@ class TorchMissingError(KvplanError):
     """`verify` needs torch, which is an optional extra."""
 
     def __init__(self) -> None:
-        super().__init__('kvplan verify needs torch: pip install "kvplan[verify]"')
+        super().__init__(
+            'kvplan verify needs torch: pip install ".[verify]" from the kvplan checkout, or pip install torch '
+            "(CPU-only: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
+        )
 
 
 class TorchBrokenError(KvplanError):

@@ -475,7 +475,8 @@ def test_verify_without_torch_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "torch", None)
     code, _, err = run("verify", "--device", "cpu")
     assert code == ExitCode.USAGE
-    assert 'pip install "kvplan[verify]"' in err
+    assert 'pip install ".[verify]"' in err
+    assert "--index-url https://download.pytorch.org/whl/cpu" in err
 
 
 def test_size_warns_beyond_the_models_context() -> None:

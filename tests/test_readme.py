@@ -32,3 +32,18 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     for command in commands:
         assert command in ci, command
+
+
+def test_readme_exit_codes_match_the_cli() -> None:
+    """A plan that does not fit is an answer (exit 0); only --check turns it into exit 1, as the README says."""
+    from typer.testing import CliRunner
+
+    from kvplan.cli import app
+
+    readme = (ROOT / "README.md").read_text()
+    scripting = " ".join(readme.split("## Scripting", 1)[1].split())
+    assert 'Exit codes: 0 an answer, including "does not fit"' in scripting
+    assert "a plan that does not fit when `--check` asks for a gate" in scripting
+    args = ["fit", "meta-llama/Llama-2-70b", "--gpu", "h100", "--ctx", "32768"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert CliRunner().invoke(app, [*args, "--check"]).exit_code == 1

@@ -342,7 +342,7 @@ def test_the_report_is_plain_data() -> None:
 
 def test_torch_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(TorchMissingError, match=r'pip install "kvplan\[verify\]"') as err:
+    with pytest.raises(TorchMissingError, match=r'pip install "\.\[verify\]"') as err:
         run_verify([VerifyPlan("tiny", tiny_layout(), ctx=10)], "cpu")
     assert err.value.exit_code == ExitCode.USAGE
     with pytest.raises(TorchMissingError):
