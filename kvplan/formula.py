@@ -18,6 +18,7 @@ from kvplan.dtypes import AUTO, STORAGE_TYPES, StorageType, canonical_name, stor
 from kvplan.errors import OptionError
 from kvplan.layout import CacheLayout, LayerGroup, LayerKind, LayerSpec, StateTensor
 from kvplan.limits import MAX_COUNT
+from kvplan.readers.limits import context_limit
 
 # ----------------------------------------------------------------------------------------------------------
 # Storage types of one plan
@@ -445,12 +446,15 @@ def default_context(layout: CacheLayout, ctx: int | None) -> tuple[int, str]:
     """The context to plan for: the user's, else the model's own maximum."""
     if ctx is not None:
         return check_positive("--ctx", ctx), "--ctx"
-    if layout.max_context is None:
+    limit = context_limit(layout)
+    if limit is None:
         raise OptionError(
             "--ctx",
             f"{layout.model} does not state a context length (max_position_embeddings or similar); pass --ctx N",
         )
-    return layout.max_context, "the model's max_position_embeddings"
+    if limit.scaled:
+        return limit.tokens, f"the model's context limit: {limit.scaling}"
+    return limit.tokens, "the model's max_position_embeddings"
 
 
 @dataclass(frozen=True)

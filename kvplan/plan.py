@@ -22,6 +22,7 @@ from kvplan.formula import (
 )
 from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.limits import MAX_COUNT
+from kvplan.readers.limits import beyond_limit_note
 from kvplan.resolve import ModelSource, resolve
 
 if TYPE_CHECKING:
@@ -86,12 +87,9 @@ class SizeReport:
     def notes(self) -> tuple[str, ...]:
         """The estimate's notes, and a warning when ctx passes the model's own maximum."""
         out = list(self.estimate.notes)
-        top = self.layout.max_context
-        if top is not None and self.estimate.ctx > top:
-            out.append(
-                f"ctx {self.estimate.ctx:,} is beyond the model's max_position_embeddings {top:,}: the bytes are "
-                "exact, but the model was not built for that context"
-            )
+        note = beyond_limit_note(self.layout, self.estimate.ctx)
+        if note:
+            out.append(note)
         return tuple(out)
 
 

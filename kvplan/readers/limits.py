@@ -1,0 +1,122 @@
+"""The longest context a model is built to serve, from its own config.
+
+That is its ``max_position_embeddings`` (or the family's equivalent key, read by the config reader into
+:attr:`~kvplan.layout.CacheLayout.max_context`), scaled where the config's RoPE scaling extends it. The rule is
+vLLM's, which is what a server enforces: ``_get_and_verify_max_len`` in vllm/config/model.py (read at 0052a5b)
+multiplies the length by ``rope_scaling.factor`` for every rope type but ``su``, ``longrope`` and ``llama3``
+(their configs already state the extended length), starts a ``yarn`` model from
+``original_max_position_embeddings``, and skips Gemma 3, whose 128K is already scaled. transformers states the
+same relation for YaRN (``PreTrainedConfig._validate_yarn_rope_parameters`` in modeling_rope_utils.py warns when
+``factor`` is not ``max_position_embeddings / original_max_position_embeddings``) but never caps a length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+
+from kvplan.errors import ConfigError
+from kvplan.layout import CacheLayout, LayerKind
+
+#: Rope types whose configs already state the extended length in max_position_embeddings (vLLM: no factor).
+SCALED_IN_CONFIG = frozenset({"su", "longrope", "llama3"})
+#: transformers v5 nests rope_parameters per layer type (Gemma 3, MiMo); the keys are layer kinds.
+LAYER_TYPE_KEYS = frozenset(kind.value for kind in LayerKind)
+
+
+@dataclass(frozen=True)
+class ContextLimit:
+    """The model's longest context in tokens, and how it follows from the config."""
+
+    tokens: int
+    #: Empty when max_position_embeddings (or its equivalent) is the limit as it stands; else the RoPE scaling
+    #: arithmetic, e.g. "yarn RoPE scaling: original_max_position_embeddings 32,768 x factor 4".
+    scaling: str = ""
+
+    @property
+    def scaled(self) -> bool:
+        return bool(self.scaling)
+
+    def describe(self) -> str:
+        """The limit in words: ``max_position_embeddings 4,096`` or ``context limit 131,072 (yarn RoPE ...)``."""
+        if not self.scaling:
+            return f"max_position_embeddings {self.tokens:,}"
+        return f"context limit {self.tokens:,} ({self.scaling})"
+
+
+def context_limit(layout: CacheLayout) -> ContextLimit | None:
+    """The longest context ``layout``'s config allows, or None when it states no length."""
+    if layout.max_context is None:
+        return None
+    plain = ContextLimit(layout.max_context)
+    if "gemma3" in str(layout.raw.get("model_type", layout.family)):
+        return plain  # vLLM: Gemma 3's max_position_embeddings is already scaled
+    scaling = [(key, entry) for key, entry in _rope_parameters(layout.raw) if _rope_type(entry) not in SCALED_IN_CONFIG]
+    if not scaling:
+        return plain
+    start, start_key, factor = layout.max_context, "max_position_embeddings", Fraction(1)
+    for key, entry in scaling:  # vLLM assumes one factor for every layer type: the last one stated wins
+        if "factor" in entry:
+            factor = _factor(layout, f"{key}.factor", entry["factor"])
+        if _rope_type(entry) == "yarn":
+            start, start_key = _yarn_start(layout, key, entry)
+    if int(start * factor) == layout.max_context:
+        return plain  # the scaling agrees with max_position_embeddings (gpt-oss, DeepSeek-V3): nothing to add
+    kind = _rope_type(scaling[-1][1])
+    return ContextLimit(int(start * factor), f"{kind} RoPE scaling: {start_key} {start:,} x factor {_show(factor)}")
+
+
+def _rope_type(entry: Mapping[str, object]) -> str:
+    # Older configs spell it "type" (DeepSeek-V3, Kimi-K2); transformers' standardize_rope_params copies it.
+    return str(entry.get("rope_type", entry.get("type", "default")))
+
+
+def _yarn_start(layout: CacheLayout, key: str, entry: Mapping[str, object]) -> tuple[int, str]:
+    """YaRN extends the pretraining length: original_max_position_embeddings, from the rope parameters, else the
+    config's top level (Phi-3 keeps it there), else max_position_embeddings (transformers standardize_rope_params)."""
+    if "original_max_position_embeddings" in entry:
+        where, value = f"{key}.original_max_position_embeddings", entry["original_max_position_embeddings"]
+    elif "original_max_position_embeddings" in layout.raw:
+        where, value = "original_max_position_embeddings", layout.raw["original_max_position_embeddings"]
+    else:
+        assert layout.max_context is not None
+        return layout.max_context, "max_position_embeddings"
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(layout.model, "RoPE original context", (where,), f"{value!r} is not a positive whole number")
+    return value, "original_max_position_embeddings"
+
+
+def _rope_parameters(raw: Mapping[str, object]) -> list[tuple[str, Mapping[str, object]]]:
+    """The rope parameter dicts of a config (transformers v5 ``rope_parameters``, older ``rope_scaling``), one
+    per layer type where they are nested by layer type."""
+    for key in ("rope_parameters", "rope_scaling"):
+        value = raw.get(key)
+        if not isinstance(value, Mapping) or not value:
+            continue
+        if set(value) <= LAYER_TYPE_KEYS:
+            return [(f"{key}.{name}", v) for name, v in value.items() if isinstance(v, Mapping)]
+        return [(key, value)]
+    return []
+
+
+def _factor(layout: CacheLayout, key: str, value: object) -> Fraction:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(layout.model, "RoPE scaling factor", (key,), f"{value!r} is not a positive number")
+    return Fraction(str(value)) if isinstance(value, float) else Fraction(value)
+
+
+def _show(factor: Fraction) -> str:
+    return str(factor.numerator) if factor.denominator == 1 else str(float(factor))
+
+
+def beyond_limit_note(layout: CacheLayout, ctx: int) -> str:
+    """A note when ``ctx`` passes the model's context limit (planned anyway: the bytes are still exact)."""
+    limit = context_limit(layout)
+    if limit is None or ctx <= limit.tokens:
+        return ""
+    return (
+        f"ctx {ctx:,} is beyond the model's {limit.describe()}: the bytes are exact, but the model was not built "
+        "for that context"
+    )
