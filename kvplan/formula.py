@@ -18,7 +18,7 @@ from kvplan.dtypes import AUTO, STORAGE_TYPES, StorageType, canonical_name, stor
 from kvplan.errors import OptionError
 from kvplan.layout import CacheLayout, LayerGroup, LayerKind, LayerSpec, StateTensor
 from kvplan.limits import MAX_COUNT
-from kvplan.readers.limits import context_limit
+from kvplan.readers.context import context_limit
 
 # ----------------------------------------------------------------------------------------------------------
 # Storage types of one plan

@@ -22,7 +22,7 @@ from kvplan.formula import (
 )
 from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.limits import MAX_COUNT
-from kvplan.readers.limits import beyond_limit_note
+from kvplan.readers.context import beyond_limit_note
 from kvplan.resolve import ModelSource, resolve
 
 if TYPE_CHECKING:
@@ -194,19 +194,22 @@ class CatalogRow:
     family: str
     layers: int
     query_heads: int
-    #: "8", or "1-8" where layers differ, or "-" (MLA, pure SSM).
-    kv_heads: str
-    head_dim: str
+    #: The distinct KV-head counts of the attention layers, ascending (empty: MLA, pure SSM).
+    kv_heads: tuple[int, ...]
+    #: The distinct per-token head dims of the layers that grow with context (MLA: the latent), ascending.
+    head_dims: tuple[int, ...]
     kinds: tuple[str, ...]
     dtype: str
     bytes_per_token: int
+    #: The other names that reach this config (aliases.yaml), as written there.
     aliases: tuple[str, ...]
 
 
-def _span(values: set[int]) -> str:
+def span_text(values: Sequence[int]) -> str:
+    """``8``, ``1-8`` where layers differ, ``-`` for none."""
     if not values:
         return "-"
-    return str(min(values)) if len(values) == 1 else f"{min(values)}-{max(values)}"
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
 
 
 def list_models() -> list[CatalogRow]:
@@ -216,10 +219,11 @@ def list_models() -> list[CatalogRow]:
     from kvplan.readers.config import read_config
 
     by_target: dict[str, list[str]] = {}
-    for alias, target in catalog.aliases().items():
-        by_target.setdefault(target.lower(), []).append(alias)
+    for name in catalog.names():
+        if name.is_alias:
+            by_target.setdefault(name.entry.model_id, []).append(name.name)
     rows = []
-    for key, entry in sorted(catalog.bundled_models().items()):
+    for _, entry in sorted(catalog.bundled_models().items()):
         layout = read_config(load_json_text(entry.read_text(), entry.location), entry.model_id, entry.location)
         types = resolve_types(layout)
         attention = layout.attention_layers
@@ -230,12 +234,12 @@ def list_models() -> list[CatalogRow]:
                 family=layout.family,
                 layers=layout.num_layers,
                 query_heads=layout.query_heads,
-                kv_heads=_span({layer.k_heads for layer in attention}),
-                head_dim=_span(dims),
+                kv_heads=tuple(sorted({layer.k_heads for layer in attention})),
+                head_dims=tuple(sorted(dims)),
                 kinds=tuple(k.value for k in layout.kinds),
                 dtype=types.activation.name,
                 bytes_per_token=estimate(layout, 1, 1, types).bytes_per_token,
-                aliases=tuple(sorted(by_target.get(key, []))),
+                aliases=tuple(sorted(by_target.get(entry.model_id, []), key=str.lower)),
             )
         )
     return rows
@@ -289,8 +293,10 @@ def capacity(
     from kvplan.engines import capacity as engine_capacity
     from kvplan.readers.config import read_checked, refuse_not_understood
 
-    if (kv_memory is None) == (gpu is None):
-        raise OptionError("--kv-memory", "give either --kv-memory (e.g. 8GiB) or --gpu (e.g. h100), not both")
+    if kv_memory is None and gpu is None:
+        raise OptionError("--gpu", "say where the KV memory comes from: --gpu (e.g. h100) or --kv-memory (e.g. 8GiB)")
+    if kv_memory is not None and gpu is not None:
+        raise OptionError("--kv-memory", "give --kv-memory (e.g. 8GiB) or --gpu (e.g. h100), not both")
     source = resolve(model, revision=revision, token=token)
     layout = read_checked(source.raw, source.model_id, source.describe(), images=images, strict=strict)
     own = layout.kv_heads if layout.attention_layers else None

@@ -10,6 +10,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from kvplan.gpus import Budget, GpuRow, GpuSelection
-    from kvplan.solver import Chart, FitReport, Lever, PickGCell, PickGReport, Way
+    from kvplan.solver import Chart, FitReport, GpusAnswer, Lever, PickGCell, PickGReport, Way
     from kvplan.verify import Check, VerifyReport
     from kvplan.verify.ranks import RankResult, RanksReport
 
@@ -62,34 +63,146 @@ class SafeConsole(Console):
 
 
 def stdout_console() -> Console:
-    """Console for data. When stdout is not a terminal (a pipe, a file, a test) tables are not squeezed to 80
-    columns: they get the width they need up to 200 (COLUMNS still wins)."""
+    """Console for data, as wide as the terminal (COLUMNS wins). When stdout is not a terminal (a pipe, a file)
+    and COLUMNS is not set, 200 columns. Prose wraps to the width (:func:`emit`); tables pick their columns."""
     console = SafeConsole()
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console = SafeConsole(width=200)
     return console
 
 
+def emit(console: Console, text: Text | str, hang: int | None = None) -> None:
+    """Print one paragraph, word-wrapped to the console width. Continuation lines are indented ``hang`` columns
+    (default: the paragraph's own indent + 4), so a wrapped line still reads as one item. Styles are kept."""
+    line = text if isinstance(text, Text) else Text(text)
+    plain = line.plain
+    lead = len(plain) - len(plain.lstrip(" "))
+    indent = lead + 4 if hang is None else hang
+    width = max(console.width, 20)
+    pieces = _wrap_offsets(plain, width, max(width - indent, 10))
+    for k, piece in enumerate(line.divide(pieces)):
+        if k == 0:
+            console.print(piece, soft_wrap=True)
+        else:
+            console.print(Text(" " * indent) + _lstrip(piece), soft_wrap=True)
+
+
+def _wrap_offsets(plain: str, first: int, rest: int) -> list[int]:
+    """Where to break ``plain`` (greedy, at spaces): the first line at most ``first`` columns, the rest ``rest``.
+    A word longer than a line is kept whole (it overflows rather than being cut)."""
+    offsets: list[int] = []
+    start, limit = 0, first
+    while len(plain) - start > limit:
+        cut = _last_break(plain, start + 1, start + limit + 1)
+        if cut <= start:
+            cut = _next_break(plain, start + limit)
+            if cut < 0:
+                break
+        offsets.append(cut)
+        start = cut
+        while start < len(plain) and plain[start] == " ":
+            start += 1
+        limit = rest
+    return offsets
+
+
+#: A unit after a number stays on the number's line ("68.01 GiB", "4,096 B").
+_UNIT = re.compile(r" (B|KiB|MiB|GiB|TiB|PiB|kB|KB|MB|GB|TB|PB)\b")
+
+
+def _last_break(plain: str, lo: int, hi: int) -> int:
+    cut = plain.rfind(" ", lo, hi)
+    while cut >= lo and _UNIT.match(plain, cut):
+        cut = plain.rfind(" ", lo, cut)
+    return cut
+
+
+def _next_break(plain: str, lo: int) -> int:
+    cut = plain.find(" ", lo)
+    while cut >= 0 and _UNIT.match(plain, cut):
+        cut = plain.find(" ", cut + 1)
+    return cut
+
+
+def _lstrip(text: Text) -> Text:
+    plain = text.plain
+    return text[len(plain) - len(plain.lstrip(" ")) :]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table that picks its columns by width: ``drop`` orders what goes first when the table is
+    wider than the terminal (0: never dropped; higher numbers go first)."""
+
+    name: str
+    right: bool = True
+    drop: int = 0
+    #: The narrowest this column may wrap to (0: its cells never wrap; rich wraps longer text at spaces).
+    squeeze: int = 0
+
+
+def print_table(
+    console: Console,
+    title: str,
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[str]],
+) -> tuple[str, ...]:
+    """A plain table with the columns that fit the console width (dropping by ``drop``); cells never end in an
+    ellipsis (a cell wider than its column folds). Returns the names of the columns left out."""
+    keep = list(range(len(columns)))
+
+    def natural(i: int) -> int:
+        cells = [len(part) for row in rows for part in row[i].split("\n")]
+        widest = max([len(columns[i].name), *cells])
+        return min(widest, max(columns[i].squeeze, len(columns[i].name))) if columns[i].squeeze else widest
+
+    def total() -> int:
+        return sum(natural(i) for i in keep) + 2 * (len(keep) - 1)
+
+    while total() > console.width and any(columns[i].drop for i in keep):
+        keep.remove(max(keep, key=lambda i: (columns[i].drop, i)))
+    if title:
+        emit(console, Text(title, style="bold"))
+    table = Table(header_style="bold", box=None, pad_edge=False)
+    for i in keep:
+        table.add_column(columns[i].name, justify="right" if columns[i].right else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*(row[i] for i in keep))
+    console.print(table)
+    return tuple(columns[i].name for i in range(len(columns)) if i not in keep)
+
+
 def stderr_console() -> Console:
     return SafeConsole(stderr=True)
 
 
+def say(console: Console, *parts: Text | str | Table) -> None:
+    """Print a paragraph (parts joined by a space, wrapped by :func:`emit`), a table as it is, or a blank line.
+    Plain strings are never read as rich markup: text from configs is printed as it is."""
+    if not parts:
+        console.print()
+    elif len(parts) == 1 and isinstance(parts[0], Table):
+        console.print(parts[0])
+    else:
+        emit(console, Text(" ").join(p if isinstance(p, Text) else Text(str(p)) for p in parts))
+
+
 def print_explanation(console: Console, exp: Explanation, units: str) -> None:
     for line in exp.lines:
-        console.print(Text(f"  {line.label}: ", style="bold"), Text(product_text(line.factors, line.result, units)))
+        say(console, Text(f"  {line.label}: ", style="bold"), Text(product_text(line.factors, line.result, units)))
         if line.note:
-            console.print(Text(f"      {line.note}", style="dim"))
+            say(console, Text(f"      {line.note}", style="dim"))
     if len(exp.lines) > 1:
-        console.print(Text("  sum: ", style="bold"), Text(exact_and_human(exp.total, units)))
+        say(console, Text("  sum: ", style="bold"), Text(exact_and_human(exp.total, units)))
 
 
 def render_size(report: SizeReport, units: str = "iec", console: Console | None = None) -> None:
     console = console or stdout_console()
     est, layout, source = report.estimate, report.layout, report.source
-    console.print(Text(source.requested, style="bold cyan"), Text(f"  ({source.describe()})", style="dim"))
-    console.print(shape_line(layout.family, report))
-    console.print(f"ctx {est.ctx:,} tokens ({report.ctx_source}) · batch {est.batch:,} · KV dtype {est.types.label}")
-    console.print()
+    say(console, Text(source.requested, style="bold cyan"), Text(f"  ({source.describe()})", style="dim"))
+    say(console, shape_line(layout.family, report))
+    say(console, f"ctx {est.ctx:,} tokens ({report.ctx_source}) · batch {est.batch:,} · KV dtype {est.types.label}")
+    say(console)
     eng = report.engine
     with_engine = eng.engine != "ideal" or eng.gpus > 1
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -99,8 +212,9 @@ def render_size(report: SizeReport, units: str = "iec", console: Console | None 
     if with_engine:
         table.add_column(f"{eng.engine} bytes", justify="right")
         table.add_column("IEC" if units == "iec" else "SI", justify="right")
+    held_note = _per_token_note(report)
     rows = (
-        ("per token", est.bytes_per_token, eng.bytes_per_token),
+        ("per token held" if held_note else "per token", est.bytes_per_token, eng.bytes_per_token),
         ("per sequence", est.bytes_per_sequence, report.engine_sequence_bytes),
         (f"total (x {est.batch:,})", est.total_bytes, eng.deployment_bytes),
     )
@@ -109,46 +223,63 @@ def render_size(report: SizeReport, units: str = "iec", console: Console | None 
         if with_engine:
             cells += [f"{engine_value:,}", human_bytes(engine_value, units)]
         table.add_row(*cells)
-    console.print(table)
-    console.print()
-    console.print(Text("Arithmetic", style="bold"))
+    say(console, table)
+    if held_note:
+        say(console, Text(held_note, style="dim"))
+    say(console)
+    say(console, Text("Arithmetic", style="bold"))
     print_explanation(console, est.explanation, units)
     if len(est.breakdown) > 1:
-        console.print()
+        say(console)
         render_breakdown(console, report, units)
     if with_engine:
-        console.print()
+        say(console)
         render_engine(console, report, units)
     if report.spectrum:
-        console.print()
+        say(console)
         render_spectrum(console, report, units)
     for note in report.notes:
-        console.print(Text(f"note: {note}", style="yellow"))
+        say(console, Text(f"note: {note}", style="yellow"))
+
+
+def _per_token_note(report: SizeReport) -> str:
+    """For windowed and hybrid models, what "per token" means at this context: a token in every layer that
+    caches tokens; windowed layers hold fewer and states are per sequence, so per token x ctx overstates."""
+    est = report.estimate
+    short = [b for b in est.breakdown if b.bytes_per_token and b.tokens_held < est.ctx]
+    state = sum(b.state_bytes_per_sequence for b in est.breakdown)
+    if not short and not state:
+        return ""
+    parts = [f"{b.layers} {_KIND_SHORT.get(b.kind.value, b.kind.value)} layers hold {b.tokens_held:,}" for b in short]
+    text = f"per token held: one token in every layer that caches tokens; at ctx {est.ctx:,} " + "; ".join(parts)
+    if state:
+        text += ("; " if parts else "") + f"fixed state adds {state:,} B per sequence"
+    return text + ": per sequence is the sum by layer (below), not per token held x ctx"
 
 
 def render_engine(console: Console, report: SizeReport, units: str) -> None:
     from kvplan.engines import get_engine
 
     eng = report.engine
-    console.print(
-        Text(f"Engine: {eng.engine}", style="bold"), Text(f"  ({get_engine(eng.engine).summary})", style="dim")
+    say(
+        console, Text(f"Engine: {eng.engine}", style="bold"), Text(f"  ({get_engine(eng.engine).summary})", style="dim")
     )
     where = f"tp {eng.tp} x pp {eng.pp} = {eng.gpus} GPUs" if eng.gpus > 1 else "1 GPU"
-    console.print(f"  per GPU (largest stage): {exact_and_human(eng.per_gpu_bytes, units)}")
-    console.print(f"  deployment ({where}): {exact_and_human(eng.deployment_bytes, units)}")
+    say(console, f"  per GPU (largest stage): {exact_and_human(eng.per_gpu_bytes, units)}")
+    say(console, f"  deployment ({where}): {exact_and_human(eng.deployment_bytes, units)}")
     diff = eng.deployment_bytes - eng.ideal.total_bytes
     if diff:
         pct = 100 * diff / eng.ideal.total_bytes if eng.ideal.total_bytes else 0.0
         sign = "+" if diff > 0 else "-"
-        console.print(f"  vs ideal: {sign}{exact_and_human(abs(diff), units)} ({sign}{abs(pct):.2f}%), because:")
+        say(console, f"  vs ideal: {sign}{exact_and_human(abs(diff), units)} ({sign}{abs(pct):.2f}%), because:")
     elif eng.rules:
-        console.print("  same as ideal; rules applied:")
+        say(console, "  same as ideal; rules applied:")
     for rule in eng.rules:
-        console.print(Text(f"    - {rule}"))
-    console.print(Text("  per GPU:", style="bold"))
+        say(console, Text(f"    - {rule}"))
+    say(console, Text("  per GPU:", style="bold"))
     for line in eng.explanation().lines:
         text = f"    {line.label}: {product_text(line.factors, line.result, units)}"
-        console.print(Text(text + (f"   [{line.note}]" if line.note else "")))
+        say(console, Text(text + (f"   [{line.note}]" if line.note else "")))
 
 
 def shape_line(family: str, report: SizeReport) -> str:
@@ -165,12 +296,19 @@ def shape_line(family: str, report: SizeReport) -> str:
 
 
 def render_breakdown(console: Console, report: SizeReport, units: str) -> None:
-    table = Table(title="By layer kind", title_justify="left", header_style="bold", box=None, pad_edge=False)
-    for col in ("kind", "layers", "B/token", "tokens held", "state B/seq", "per sequence", "total"):
-        table.add_column(col, justify="left" if col == "kind" else "right")
-    for b in report.estimate.breakdown:
-        table.add_row(
-            b.kind.value,
+    est = report.estimate
+    columns = (
+        Column("kind", right=False),
+        Column("layers"),
+        Column("B/token"),
+        Column("tokens held"),
+        Column("state B/seq", drop=2),
+        Column("per sequence"),
+        Column("total", drop=1 if est.batch == 1 else 0),
+    )
+    rows = [
+        (
+            _KIND_SHORT.get(b.kind.value, b.kind.value),
             str(b.layers),
             f"{b.bytes_per_token:,}",
             f"{b.tokens_held:,}",
@@ -178,42 +316,32 @@ def render_breakdown(console: Console, report: SizeReport, units: str) -> None:
             human_bytes(b.bytes_per_sequence, units),
             human_bytes(b.total_bytes, units),
         )
-    console.print(table)
+        for b in est.breakdown
+    ]
+    dropped = print_table(console, "By layer kind", columns, rows)
+    _left_out(console, dropped)
 
 
 def render_spectrum(console: Console, report: SizeReport, units: str) -> None:
     est = report.estimate
-    title = f"G spectrum (ctx {est.ctx:,}, batch {est.batch:,})"
-    table = Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
-    for col in ("G", "attention", "B/token", "total", "compression H/G"):
-        table.add_column(col, justify="left" if col == "attention" else "right")
-    for p in report.spectrum:
-        name = p.name + (" (this model)" if p.is_model else "") + (" (what-if)" if p.is_what_if else "")
-        table.add_row(
+    columns = (
+        Column("G"),
+        Column("attention", right=False),
+        Column("B/token"),
+        Column("total"),
+        Column("compression H/G"),
+    )
+    rows = [
+        (
             str(p.kv_heads),
-            name,
+            p.name + (" (this model)" if p.is_model else "") + (" (what-if)" if p.is_what_if else ""),
             f"{p.bytes_per_token:,}",
             human_bytes(p.total_bytes, units),
             f"{p.compression}x",
         )
-    console.print(table)
-
-
-def render_rows(
-    title: str,
-    columns: Sequence[str],
-    rows: Iterable[Sequence[str]],
-    console: Console | None = None,
-    right: Sequence[str] = (),
-) -> None:
-    """A plain table: used by listings (models, gpus)."""
-    console = console or stdout_console()
-    table = Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
-    for i, col in enumerate(columns):
-        table.add_column(col, justify="right" if col in right else "left", no_wrap=i == 0)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+        for p in report.spectrum
+    ]
+    print_table(console, f"G spectrum (ctx {est.ctx:,}, batch {est.batch:,})", columns, rows)
 
 
 def print_json(text: str) -> None:
@@ -238,28 +366,89 @@ def debug_enabled() -> bool:
     return os.environ.get("KVPLAN_DEBUG", "").strip() not in ("", "0")
 
 
+_KIND_SHORT = {"full_attention": "full", "sliding_attention": "sliding", "chunked_attention": "chunked"}
+
+
+def _kinds_text(kinds: Iterable[str]) -> str:
+    return "+".join(_KIND_SHORT.get(k, k) for k in kinds)
+
+
+def _left_out(console: Console, dropped: Sequence[str], more: str = "--json") -> None:
+    if dropped:
+        say(
+            console,
+            Text(
+                f"left out at {console.width} columns: {', '.join(dropped)} (a wider terminal or {more})", style="dim"
+            ),
+        )
+
+
+def _model_cell(row: CatalogRow, width: int) -> str:
+    """The id, then the aliases that reach it (without the org where it is the model's own), wrapped to ``width``."""
+    import textwrap
+
+    if not row.aliases:
+        return row.model_id
+    org = row.model_id.split("/", 1)[0] + "/"
+    names = ", ".join(a.removeprefix(org) for a in row.aliases)
+    lines = textwrap.wrap(
+        "= " + names,
+        width,
+        initial_indent="  ",
+        subsequent_indent="    ",
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
+    return "\n".join([row.model_id, *lines])
+
+
 def render_models(rows: Sequence[CatalogRow], units: str = "iec", console: Console | None = None) -> None:
-    render_rows(
-        f"Bundled models ({len(rows)}); B/token at the serving dtype (auto)",
-        ("model", "family", "layers", "H", "G", "head_dim", "attention", "dtype", "B/token", ""),
-        (
+    from kvplan.plan import span_text
+
+    console = console or stdout_console()
+    width = max(len(r.model_id) for r in rows)
+    columns = (
+        Column("model", right=False),
+        Column("family", right=False, drop=6),
+        Column("layers", drop=2),
+        Column("H", drop=3),
+        Column("G"),
+        Column("head_dim", drop=4),
+        Column("attention", right=False),
+        Column("dtype", right=False, drop=5),
+        Column("B/token", drop=7),
+        Column("per token"),
+    )
+    dropped = print_table(
+        console,
+        f"Bundled models ({len(rows)}); bytes per token at the serving dtype (auto)",
+        columns,
+        [
             (
-                r.model_id,
+                _model_cell(r, width),
                 r.family,
                 str(r.layers),
                 str(r.query_heads),
-                r.kv_heads,
-                r.head_dim,
-                ", ".join(k.replace("_attention", "") for k in r.kinds),
+                span_text(r.kv_heads),
+                span_text(r.head_dims),
+                _kinds_text(r.kinds),
                 r.dtype,
                 f"{r.bytes_per_token:,}",
                 human_bytes(r.bytes_per_token, units),
             )
             for r in rows
-        ),
-        console,
-        right=("layers", "H", "G", "head_dim", "B/token", ""),
+        ],
     )
+    say(
+        console,
+        Text(
+            "Names: an id, an alias (= ...), or either without its org (gpt-oss-120b, llama-2-70b), any case; the "
+            "start of a name up to a hyphen works when it names one model (mixtral-8x7b). H: query heads; "
+            "G: KV heads (a range where layers differ, - for MLA / SSM).",
+            style="dim",
+        ),
+    )
+    _left_out(console, dropped)
 
 
 def render_gpus(rows: Sequence[GpuRow], units: str = "iec", console: Console | None = None) -> None:
@@ -270,10 +459,23 @@ def render_gpus(rows: Sequence[GpuRow], units: str = "iec", console: Console | N
         return r.usable_source if r.measured is None else f"measured here {r.measured.measured_at[:10]} *"
 
     measured = [r for r in rows if r.measured is not None]
-    render_rows(
+    console = console or stdout_console()
+    columns = (
+        Column("id", right=False),
+        Column("name", right=False, drop=3, squeeze=20),
+        Column("usable"),
+        Column("from", right=False, drop=1),
+        Column("marketed", right=False, drop=4, squeeze=16),
+        Column("TB/s"),
+        Column("fp8", right=False),
+        Column("bf16", right=False),
+        Column("aliases", right=False, drop=2, squeeze=24),
+    )
+    dropped = print_table(
+        console,
         f"GPU catalog ({len(rows)}); kvplan plans with the 'usable' figure (see docs/gpus.md)",
-        ("id", "name", "usable", "from", "marketed", "TB/s", "fp8", "bf16", "aliases"),
-        (
+        columns,
+        [
             (
                 r.id,
                 r.name,
@@ -286,21 +488,21 @@ def render_gpus(rows: Sequence[GpuRow], units: str = "iec", console: Console | N
                 ", ".join(r.aliases[:4]) + (" ..." if len(r.aliases) > 4 else ""),
             )
             for r in rows
-        ),
-        console,
-        right=("usable", "TB/s"),
+        ],
     )
+    _left_out(console, dropped)
     for r in measured:
         assert r.measured is not None
         m = r.measured
-        (console or stdout_console()).print(
+        say(
+            console,
             Text(
                 f"* {r.id}: measured by kvplan verify --save-gpu on {m.device_name} ({m.measured_at}, torch "
                 f"{m.torch_version}): total {m.total_bytes:,} B, CUDA context and other use {m.context_bytes:,} B"
                 + ("" if m.allocator_bytes is None else f", allocator reserve {m.allocator_bytes:,} B")
                 + f"; in {r.origin}",
                 style="dim",
-            )
+            ),
         )
 
 
@@ -327,16 +529,16 @@ def _gpu_line(gpu: GpuSelection, tp: int, engine: str, kv_label: str, weights: s
 def _budget_block(console: Console, title: str, b: Budget, units: str) -> None:
     from kvplan.gpus import budget_lines
 
-    console.print(Text(title, style="bold"))
+    say(console, Text(title, style="bold"))
     first, *rest = budget_lines(b, units)
-    console.print(Text(f"  {first}"))
+    say(console, Text(f"  {first}"))
     for line in rest:
-        console.print(Text(f"    {line}", style="dim"))
+        say(console, Text(f"    {line}", style="dim"))
 
 
 def _notes(console: Console, notes: Iterable[str]) -> None:
     for note in notes:
-        console.print(Text(f"note: {note}", style="yellow"))
+        say(console, Text(f"note: {note}", style="yellow"))
 
 
 def _layout_line(layout: CacheLayout, own_note: str = "") -> str:
@@ -352,98 +554,116 @@ def render_pick_g(report: PickGReport, units: str = "iec", console: Console | No
     console = console or stdout_console()
     if report.scenario is not None:
         sc = report.scenario
-        console.print(Text(f"Reference scenario ({sc.location}; pass --model to plan another model):", style="bold"))
-        console.print(Text(f"  {sc.description}"))
+        say(
+            console,
+            Text(
+                f"Reference scenario ({sc.location}; name a model to plan another: kvplan pick-g MODEL):", style="bold"
+            ),
+        )
+        say(console, Text(f"  {sc.description}"))
         if report.scenario_changes:
-            console.print(Text(f"  asked here with {'; '.join(report.scenario_changes)}", style="yellow"))
-    console.print(
-        Text(report.source.requested, style="bold cyan"), Text(f"  ({report.source.describe()})", style="dim")
-    )
-    console.print(_layout_line(report.layout, " (the model's own G)"))
-    console.print(_gpu_line(report.gpu, report.tp, report.engine, report.kv_types.label, report.weights_dtype))
+            say(console, Text(f"  asked here with {'; '.join(report.scenario_changes)}", style="yellow"))
+    say(console, Text(report.source.requested, style="bold cyan"), Text(f"  ({report.source.describe()})", style="dim"))
+    say(console, _layout_line(report.layout, " (the model's own G)"))
+    say(console, _gpu_line(report.gpu, report.tp, report.engine, report.kv_types.label, report.weights_dtype))
     ctxs = ", ".join(f"{c:,}" for c in report.ctxs)
     batches = ", ".join(f"{b:,}" for b in report.batches)
-    console.print(f"ctx {ctxs} tokens ({report.ctx_source}) · batch {batches}")
-    console.print()
+    say(console, f"ctx {ctxs} tokens ({report.ctx_source}) · batch {batches}")
+    say(console)
     focus = report.focus
     why = "the recommended G" if report.single and report.single.recommended_g is not None else "the smallest G"
     _budget_block(
         console, f"Budget per GPU at G = {focus.g}, {why} (weights shrink with G: see each row)", focus.budget, units
     )
-    console.print()
+    say(console)
     cell = report.single
     if cell is not None:
         render_g_table(console, report, cell, units)
-        console.print()
+        say(console)
         render_recommendation(console, report, cell, units)
         for way in report.ways:
             render_way(console, report, way, units)
     else:
         render_g_matrix(console, report)
     for g, reason in report.skipped:
-        console.print(Text(f"G = {g} left out: {reason}", style="dim"))
+        say(console, Text(f"G = {g} left out: {reason}", style="dim"))
     for chart in report.charts:
-        console.print()
+        say(console)
         render_chart(console, report, chart, units)
     if report.ways or report.charts or report.skipped:
-        console.print()
+        say(console)
     _notes(console, report.notes)
 
 
 def render_g_table(console: Console, report: PickGReport, cell: PickGCell, units: str) -> None:
-    title = f"Every G at ctx {cell.ctx:,} x batch {cell.batch:,}, per GPU"
-    table = Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
+    from kvplan.solver import QUALITY_LEGEND, quality_label
+
     columns = (
-        "G",
-        "attention",
-        "H/G",
-        "KV",
-        "weights",
-        "total",
-        "fits",
-        "headroom",
-        f"max batch @ {cell.ctx:,}",
-        f"max ctx @ {cell.batch:,}",
-        "quality",
+        Column("G"),
+        Column("attention", right=False),
+        Column("H/G", drop=3),
+        Column("KV"),
+        Column("weights", drop=4),
+        Column("total", drop=5),
+        Column("fits", right=False),
+        Column("headroom"),
+        Column("max batch"),
+        Column("max ctx"),
+        Column("quality", right=False),
     )
-    for col in columns:
-        table.add_column(col, justify="left" if col in ("attention", "fits", "quality") else "right")
+    rows = []
+    capped = False
     for choice, option in zip(report.choices, cell.options, strict=True):
-        name = choice.attention + (" (this model)" if choice.is_model else "")
+        name = choice.attention + (" (own)" if choice.is_model else "")
         if choice.copies_heads:
             name += f" (copied {report.tp // choice.g}x)"
-        mark = "<- recommended" if option.g == cell.recommended_g else ""
-        table.add_row(
-            str(option.g),
-            name,
-            f"{choice.compression}x",
-            human_bytes(option.kv_bytes, units),
-            human_bytes(option.weights_bytes, units),
-            human_bytes(option.total_bytes, units),
-            "yes" if option.fits else "no",
-            human_bytes(option.headroom_bytes, units),
-            _count_text(option.max_batch),
-            _count_text(option.max_ctx),
-            f"{choice.quality} {mark}".rstrip(),
+        ctx_text = _count_text(option.max_ctx) + ("+" if option.ctx_capped else "")
+        capped = capped or option.ctx_capped
+        rows.append(
+            (
+                str(option.g),
+                name,
+                f"{choice.compression}x",
+                human_bytes(option.kv_bytes, units),
+                human_bytes(option.weights_bytes, units),
+                human_bytes(option.total_bytes, units),
+                ("yes" if option.fits else "no") + (" <-" if option.g == cell.recommended_g else ""),
+                human_bytes(option.headroom_bytes, units),
+                _count_text(option.max_batch),
+                ctx_text,
+                quality_label(choice.g, report.query_heads),
+            )
         )
-    console.print(table)
+    title = (
+        f"Every G at ctx {cell.ctx:,} x batch {cell.batch:,}, per GPU (max batch at ctx {cell.ctx:,}, max ctx at "
+        f"batch {cell.batch:,})"
+    )
+    dropped = print_table(console, title, columns, rows)
+    legend = ["<- = recommended, the largest G that fits", "own = the model's own G"]
+    if capped and report.context_limit is not None:
+        legend.append(f"N+ = the model's {report.context_limit.describe()}; memory alone allows more")
+    say(console, Text("; ".join(legend), style="dim"))
+    say(console, Text(QUALITY_LEGEND, style="dim"))
+    _left_out(console, dropped)
 
 
 def render_recommendation(console: Console, report: PickGReport, cell: PickGCell, units: str) -> None:
     if cell.recommended_g is None:
         smallest = cell.options[-1]
-        console.print(
+        say(
+            console,
             Text(
                 f"No G fits: even G = {smallest.g} needs {exact_and_human(smallest.kv_bytes, units)} of KV per GPU "
                 f"and the budget is {exact_and_human(smallest.kv_budget_bytes, units)} "
                 f"({exact_and_human(-smallest.headroom_bytes, units)} missing).",
                 style="bold red",
-            )
+            ),
         )
         return
     choice = report.choice(cell.recommended_g)
     option = cell.option(cell.recommended_g)
-    console.print(
+    say(
+        console,
         Text(f"Recommended: G = {choice.g}", style="bold green"),
         Text(
             f"({choice.attention}, {choice.compression}x smaller cache than MHA), the largest G that fits: KV "
@@ -492,12 +712,13 @@ def render_way(console: Console, report: PickGReport, way: Way, units: str) -> N
     cell = report.single
     assert cell is not None
     missing = human_bytes(-way.option.headroom_bytes, units)
-    console.print(
+    say(
+        console,
         Text(f"To reach G = {way.g}", style="bold"),
         Text(f"({way.reason}; {missing} of KV per GPU over), each way alone:"),
     )
     for lever in way.levers:
-        console.print(Text(f"  - {lever_text(lever, cell.ctx, cell.batch, units)}"))
+        say(console, Text(f"  - {lever_text(lever, cell.ctx, cell.batch, units)}"))
 
 
 def render_g_matrix(console: Console, report: PickGReport) -> None:
@@ -509,8 +730,8 @@ def render_g_matrix(console: Console, report: PickGReport) -> None:
     by_cell = {(c.ctx, c.batch): c.recommended_g for c in report.cells}
     for ctx in report.ctxs:
         table.add_row(f"{ctx:,}", *("-" if by_cell[ctx, b] is None else str(by_cell[ctx, b]) for b in report.batches))
-    console.print(table)
-    console.print(Text("one context and one batch show every G with its numbers; --json has every cell", style="dim"))
+    say(console, table)
+    say(console, Text("one context and one batch show every G with its numbers; --json has every cell", style="dim"))
 
 
 _MARKERS = "ABCDEFHJKLMNPQRSTUVWXYZabcdefhjkmnpqrstuvwxyz"
@@ -558,9 +779,9 @@ def render_chart(console: Console, report: PickGReport, chart: Chart, units: str
         f"{human_bytes(chart.reserve_bytes, units)} reserve + KV; ---- = {human_bytes(chart.limit_bytes, units)}, "
         "usable x utilization; ^ = asked"
     )
-    console.print(Text(title, style="bold"))
+    say(console, Text(title, style="bold"))
     for line in chart_lines(report, chart, units):
-        console.print(Text(line))
+        say(console, Text(line))
     for k, series in enumerate(chart.series):
         choice = report.choice(series.g)
         if series.max_ctx is None:
@@ -569,22 +790,20 @@ def render_chart(console: Console, report: PickGReport, chart: Chart, units: str
             reach = "does not fit at any context"
         else:
             reach = f"fits up to {series.max_ctx:,} tokens"
-        console.print(Text(f"  {_MARKERS[k % len(_MARKERS)]}  G = {series.g} ({choice.attention}): {reach}"))
+        say(console, Text(f"  {_MARKERS[k % len(_MARKERS)]}  G = {series.g} ({choice.attention}): {reach}"))
 
 
 def render_fit(report: FitReport, units: str = "iec", console: Console | None = None) -> None:
     console = console or stdout_console()
-    console.print(
-        Text(report.source.requested, style="bold cyan"), Text(f"  ({report.source.describe()})", style="dim")
-    )
+    say(console, Text(report.source.requested, style="bold cyan"), Text(f"  ({report.source.describe()})", style="dim"))
     what_if = ""
     if report.own_g is not None and report.layout.kv_heads != report.own_g:
         what_if = f" (what-if; the model has {report.own_g})"
-    console.print(_layout_line(report.layout, what_if))
-    console.print(_gpu_line(report.gpu, report.tp, report.engine, report.kv_types.label, report.weights.dtype))
-    console.print()
+    say(console, _layout_line(report.layout, what_if))
+    say(console, _gpu_line(report.gpu, report.tp, report.engine, report.kv_types.label, report.weights.dtype))
+    say(console)
     _budget_block(console, "Budget per GPU", report.budget, units)
-    console.print()
+    say(console)
     where = f"{report.tp} GPUs" if report.tp > 1 else "1 GPU"
     for check in report.checks:
         verdict = (
@@ -598,7 +817,7 @@ def render_fit(report: FitReport, units: str = "iec", console: Console | None = 
             f"KV {exact_and_human(check.kv_bytes, units)} per GPU, budget {human_bytes(check.kv_budget_bytes, units)}: "
             f"{verdict}",
         )
-    console.print()
+    say(console)
     for a in report.max_ctx:
         if a.ctx is None:
             body = (
@@ -609,6 +828,12 @@ def render_fit(report: FitReport, units: str = "iec", console: Console | None = 
             body = _nothing_fits(report, f"even 1 token at batch {a.batch:,}", a.missing_bytes, units)
         else:
             body = f"{a.ctx:,} tokens (KV {human_bytes(a.kv_bytes, units)} per GPU)"
+            if a.capped and report.context_limit is not None:
+                allows = "any context" if a.by_memory is None else f"{a.by_memory:,} tokens"
+                body = (
+                    f"{a.ctx:,} tokens, the model's {report.context_limit.describe()} (KV "
+                    f"{human_bytes(a.kv_bytes, units)} per GPU); memory alone would allow {allows}"
+                )
         _answer(console, f"Longest context at batch {a.batch:,}: ", body)
     for m in report.max_batch:
         if m.batch is None:
@@ -631,18 +856,26 @@ def render_fit(report: FitReport, units: str = "iec", console: Console | None = 
             head,
             f"{g.budget.gpu.title}, --tensor-parallel-size {g.tp}: KV {human_bytes(g.kv_bytes, units)} per GPU, "
             f"budget {human_bytes(g.budget.kv_bytes_per_gpu, units)}; there the longest context at batch "
-            f"{g.batch:,} is {'unbounded' if g.max_ctx is None else f'{g.max_ctx:,} tokens'} and the most sequences "
+            f"{g.batch:,} is {_gpus_ctx_text(g)} and the most sequences "
             f"at ctx {g.ctx:,} is "
             f"{_count_text(g.max_batch)}",
         )
-        console.print(Text(f"    {budget_lines(g.budget, units)[0]}", style="dim"))
+        say(console, Text(f"    {budget_lines(g.budget, units)[0]}", style="dim"))
     if report.notes:
-        console.print()
+        say(console)
     _notes(console, report.notes)
 
 
+def _gpus_ctx_text(g: GpusAnswer) -> str:
+    if g.max_ctx is None:
+        return "unbounded"
+    if g.max_ctx != g.max_ctx_by_memory:
+        return f"{g.max_ctx:,} tokens (the model's limit; memory alone would allow more)"
+    return f"{g.max_ctx:,} tokens"
+
+
 def _answer(console: Console, head: str, body: str) -> None:
-    console.print(Text.assemble((head, "bold"), body))
+    say(console, Text.assemble((head, "bold"), body))
 
 
 def _nothing_fits(report: FitReport, what: str, missing: int, units: str) -> str:
@@ -665,12 +898,13 @@ def print_note(message: str) -> None:
 def render_capacity(report: CapacityReport, units: str = "iec", console: Console | None = None) -> None:
     console = console or stdout_console()
     cap, layout, source = report.capacity, report.layout, report.source
-    console.print(Text(source.requested, style="bold cyan"), Text(f"  ({source.describe()})", style="dim"))
-    console.print(
+    say(console, Text(source.requested, style="bold cyan"), Text(f"  ({source.describe()})", style="dim"))
+    say(
+        console,
         f"{layout.family} · {layout.num_layers} layers · engine {cap.engine} · KV dtype {cap.kv_dtype} · "
-        f"tp {report.tensor_parallel_size}"
+        f"tp {report.tensor_parallel_size}",
     )
-    console.print()
+    say(console)
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column("")
     table.add_column("", justify="right")
@@ -686,11 +920,11 @@ def render_capacity(report: CapacityReport, units: str = "iec", console: Console
     )
     for name, value in cap.facts.items():
         table.add_row(name.replace("_", " "), f"{value:,}")
-    console.print(table)
-    console.print()
-    console.print(Text("Arithmetic", style="bold"))
+    say(console, table)
+    say(console)
+    say(console, Text("Arithmetic", style="bold"))
     for line in (*report.memory_lines, *cap.lines):
-        console.print(Text(f"  {line}"))
+        say(console, Text(f"  {line}"))
 
 
 def verify_progress() -> Progress:
@@ -712,37 +946,47 @@ def render_verify(report: VerifyReport, units: str = "iec", console: Console | N
     dev = report.device
     total = "?" if dev.total_bytes is None else human_bytes(dev.total_bytes, units)
     free = "?" if dev.free_bytes is None else human_bytes(dev.free_bytes, units)
-    console.print(Text(f"{dev.name} ({dev.device}, torch {dev.torch_version})", style="bold cyan"))
-    console.print(
+    say(console, Text(f"{dev.name} ({dev.device}, torch {dev.torch_version})", style="bold cyan"))
+    say(
+        console,
         f"total {total} · free {free} · verify may use {human_bytes(dev.available_bytes, units)}"
-        + (f" ({dev.cap_note})" if dev.cap_note else "")
+        + (f" ({dev.cap_note})" if dev.cap_note else ""),
     )
     if dev.catalog is not None:
         cat = dev.catalog
         line = f"catalog {cat.gpu_id}: usable {exact_and_human(cat.catalog_usable_bytes or 0, units)}"
         if cat.difference_bytes:
             line += f"; this device reports {cat.difference_bytes:+,} B: {cat.suggestion}"
-        console.print(line)
+        say(console, line)
     elif dev.catalog_note:
-        console.print(Text(dev.catalog_note, style="dim"))
-    console.print()
-    table = Table(title="Plans", title_justify="left", header_style="bold", box=None, pad_edge=False)
-    for col in ("plan", "engine", "ctx", "batch", "predicted", "measured", "weights", "fits (predicted)", "fits"):
-        table.add_column(col, justify="left" if col in ("plan", "engine") else "right")
-    for p in report.plans:
-        measured = "-" if p.measured is None else f"{p.measured.cache_tensor_bytes:,}"
-        table.add_row(
+        say(console, Text(dev.catalog_note, style="dim"))
+    say(console)
+    plan_columns = (
+        Column("plan", right=False),
+        Column("engine", right=False, drop=3),
+        Column("ctx"),
+        Column("batch"),
+        Column("predicted"),
+        Column("measured"),
+        Column("weights", drop=2),
+        Column("fits (predicted)", drop=1),
+        Column("fits"),
+    )
+    plan_rows = [
+        (
             p.name,
             p.engine,
             f"{p.ctx:,}",
             f"{p.batch:,}",
             f"{p.predicted_bytes:,}",
-            measured,
+            "-" if p.measured is None else f"{p.measured.cache_tensor_bytes:,}",
             human_bytes(p.weights_bytes, units),
             "yes" if p.predicted_fits else "no",
             "yes" if p.fits else "no",
         )
-    console.print(table)
+        for p in report.plans
+    ]
+    _left_out(console, print_table(console, "Plans", plan_columns, plan_rows))
     for p in report.plans:
         notes = [p.note] if p.note else []
         if p.out_of_memory is not None:
@@ -750,58 +994,69 @@ def render_verify(report: VerifyReport, units: str = "iec", console: Console | N
         if p.measured is not None:
             notes += list(p.measured.notes)
         for note in notes:
-            console.print(Text(f"  {p.name}: {note}", style="dim"))
+            say(console, Text(f"  {p.name}: {note}", style="dim"))
     timings = report.timings
     if timings:
-        console.print()
-        t_table = Table(
-            title="Decode step (SDPA over the cache)",
-            title_justify="left",
-            header_style="bold",
-            box=None,
-            pad_edge=False,
+        say(console)
+        timing_columns = (
+            Column("plan", right=False),
+            Column("G"),
+            Column("tokens"),
+            Column("cache read"),
+            Column("median"),
+            Column("achieved"),
+            Column("device", drop=1),
         )
-        for col in ("plan", "G", "tokens", "cache read", "median", "achieved", "device"):
-            t_table.add_column(col, justify="left" if col == "plan" else "right")
+        timing_rows = []
         for t in timings:
             med = "-" if t.median_seconds is None else f"{t.median_seconds * 1e3:,.2f} ms"
             ach = "-" if t.achieved_bytes_per_second is None else f"{t.achieved_bytes_per_second / 1e9:,.1f} GB/s"
             dev_bw = "-" if t.catalog_bytes_per_second is None else f"{t.catalog_bytes_per_second / 1e9:,.0f} GB/s"
-            t_table.add_row(
-                t.plan,
-                "-" if t.kv_heads is None else str(t.kv_heads),
-                f"{t.tokens:,}",
-                human_bytes(t.cache_bytes_read, units),
-                med,
-                ach,
-                dev_bw,
+            timing_rows.append(
+                (
+                    t.plan,
+                    "-" if t.kv_heads is None else str(t.kv_heads),
+                    f"{t.tokens:,}",
+                    human_bytes(t.cache_bytes_read, units),
+                    med,
+                    ach,
+                    dev_bw,
+                )
             )
-        console.print(t_table)
+        dropped = print_table(console, "Decode step (SDPA over the cache)", timing_columns, timing_rows)
+        _left_out(console, dropped)
     for pr in report.probes:
-        console.print(
+        say(
+            console,
             f"capacity probe {pr.plan}: largest batch that fits at ctx {pr.ctx:,}: measured "
-            f"{pr.measured_max_batch:,}, predicted {pr.predicted_max_batch:,}"
+            f"{pr.measured_max_batch:,}, predicted {pr.predicted_max_batch:,}",
         )
-    console.print()
+    say(console)
     _render_checks(console, report.checks)
 
 
 def _render_checks(console: Console, checks: Sequence[Check]) -> None:
-    c_table = Table(title="Checks", title_justify="left", header_style="bold", box=None, pad_edge=False)
-    for col in ("check", "predicted", "measured", "difference", "ok"):
-        c_table.add_column(col, justify="left" if col == "check" else "right")
-    for c in checks:
-        c_table.add_row(
+    columns = (
+        Column("check", right=False),
+        Column("predicted"),
+        Column("measured"),
+        Column("difference", drop=1),
+        Column("ok", right=False),
+    )
+    rows = [
+        (
             c.name,
             f"{c.predicted_bytes:,}",
             f"{c.measured_bytes:,}",
             f"{c.difference_bytes:+,}",
             "ok" if c.ok else "REFUTED",
         )
-    console.print(c_table)
+        for c in checks
+    ]
+    _left_out(console, print_table(console, "Checks", columns, rows))
     refuted = sum(not c.ok for c in checks)
     verdict = "every prediction held" if not refuted else f"{refuted} prediction(s) refuted"
-    console.print(Text(verdict, style="bold green" if not refuted else "bold red"))
+    say(console, Text(verdict, style="bold green" if not refuted else "bold red"))
 
 
 def _probe_text(r: RankResult) -> str:
@@ -814,41 +1069,55 @@ def render_ranks(report: RanksReport, units: str = "iec", console: Console | Non
     each rank's notes, the deployment, then every check."""
     console = console or stdout_console()
     world = len(report.ranks)
-    console.print(
+    say(
+        console,
         Text(
             f"{report.name} · {report.engine} · tp {report.tp} x pp {report.pp} = {world} ranks on "
             f"{report.device} ({report.backend}, started by {report.launcher}) · {report.wall_seconds:.2f} s",
             style="bold cyan",
-        )
+        ),
     )
     first = report.ranks[0].report.device
     same_cap = len({r.report.device.cap_bytes for r in report.ranks}) == 1
     cap = f" · {first.cap_note}" if first.cap_note and same_cap else " · per-rank caps: see 'may use'"
-    console.print(f"{first.name}, torch {first.torch_version}{cap if first.cap_bytes is not None else ''}")
-    console.print()
-    table = Table(title="Ranks", title_justify="left", header_style="bold", box=None, pad_edge=False)
-    columns = ("rank", "tp", "pp", "layers", "holds", "device", "predicted", "measured", "weights", "may use")
-    for col in (*columns, "fits (predicted)", "fits", "max batch (predicted / probed)"):
-        table.add_column(col, justify="left" if col in ("layers", "holds", "device") else "right")
+    say(console, f"{first.name}, torch {first.torch_version}{cap if first.cap_bytes is not None else ''}")
+    say(console)
+    rank_columns = (
+        Column("rank"),
+        Column("tp", drop=4),
+        Column("pp", drop=4),
+        Column("layers", right=False),
+        Column("holds", right=False, drop=5, squeeze=16),
+        Column("device", right=False, drop=6),
+        Column("predicted"),
+        Column("measured"),
+        Column("weights", drop=3),
+        Column("may use", drop=2),
+        Column("fits (predicted)", drop=1),
+        Column("fits"),
+        Column("max batch (predicted / probed)", drop=7),
+    )
+    rank_rows = []
     for r in report.ranks:
         p = r.plan
-        measured = "-" if p.measured is None else f"{p.measured.cache_tensor_bytes:,}"
-        table.add_row(
-            str(r.rank),
-            str(r.tp_rank),
-            str(r.pp_rank),
-            r.layer_range,
-            "; ".join(r.holds) or "-",
-            r.report.device.device,
-            f"{p.predicted_bytes:,}",
-            measured,
-            human_bytes(p.weights_bytes, units),
-            human_bytes(p.available_bytes, units),
-            "yes" if p.predicted_fits else "no",
-            "yes" if p.fits else "OUT OF MEMORY",
-            _probe_text(r),
+        rank_rows.append(
+            (
+                str(r.rank),
+                str(r.tp_rank),
+                str(r.pp_rank),
+                r.layer_range,
+                "; ".join(r.holds) or "-",
+                r.report.device.device,
+                f"{p.predicted_bytes:,}",
+                "-" if p.measured is None else f"{p.measured.cache_tensor_bytes:,}",
+                human_bytes(p.weights_bytes, units),
+                human_bytes(p.available_bytes, units),
+                "yes" if p.predicted_fits else "no",
+                "yes" if p.fits else "OUT OF MEMORY",
+                _probe_text(r),
+            )
         )
-    console.print(table)
+    _left_out(console, print_table(console, "Ranks", rank_columns, rank_rows))
     for r in report.ranks:
         p = r.plan
         notes = [p.note] if p.note else []
@@ -859,13 +1128,14 @@ def render_ranks(report: RanksReport, units: str = "iec", console: Console | Non
         if p.timing is not None and p.timing.median_seconds is not None:
             notes.append(f"decode step {p.timing.median_seconds * 1e3:,.2f} ms over {p.timing.layers} layers")
         for note in notes:
-            console.print(Text(f"  rank {r.rank} (pid {r.pid}): {note}", style="dim"))
+            say(console, Text(f"  rank {r.rank} (pid {r.pid}): {note}", style="dim"))
     measured_total = sum(r.cache_bytes for r in report.ranks)
-    console.print(
+    say(
+        console,
         f"deployment: predicted {exact_and_human(report.predicted_deployment_bytes, units)}, the ranks hold "
-        f"{exact_and_human(measured_total, units)}"
+        f"{exact_and_human(measured_total, units)}",
     )
     for r in report.out_of_memory:
-        console.print(Text(f"rank {r.rank} ran out of memory: the plan does not fit on its device", style="bold"))
-    console.print()
+        say(console, Text(f"rank {r.rank} ran out of memory: the plan does not fit on its device", style="bold"))
+    say(console)
     _render_checks(console, report.checks)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from kvplan.gpus import Budget, GpuRow, GpuSelection
     from kvplan.layout import ConfigWarning
     from kvplan.plan import CapacityReport, CatalogRow, SizeReport
+    from kvplan.readers.context import ContextLimit
     from kvplan.resolve import ModelSource
     from kvplan.solver import FitReport, GChoice, GOption, PickGCell, PickGReport
     from kvplan.verify import Check, DeviceInfo, PlanResult, VerifyReport
@@ -38,6 +39,17 @@ class WarningOut(Out):
 
 def warnings_out(warnings: Sequence[ConfigWarning]) -> list[WarningOut]:
     return [WarningOut(kind=w.kind.value, key=w.key, shapes=w.shapes, message=w.message) for w in warnings]
+
+
+class ContextLimitOut(Out):
+    """The model's longest context: max_position_embeddings, or its RoPE-scaled limit (scaling says how)."""
+
+    tokens: int
+    scaling: str
+
+
+def context_limit_out(limit: ContextLimit | None) -> ContextLimitOut | None:
+    return None if limit is None else ContextLimitOut(tokens=limit.tokens, scaling=limit.scaling)
 
 
 class SourceOut(Out):
@@ -291,8 +303,10 @@ class ModelRowOut(Out):
     family: str
     layers: int
     query_heads: int
-    kv_heads: str
-    head_dim: str
+    #: The distinct KV-head counts of the attention layers, ascending; [] for MLA and pure SSM models.
+    kv_heads: list[int]
+    #: The distinct per-token head dims of the layers that grow with context (MLA: the latent), ascending.
+    head_dim: list[int]
     attention_kinds: list[str]
     dtype: str
     bytes_per_token: int
@@ -306,15 +320,15 @@ class ModelsOut(Out):
 
 def models_out(rows: list[CatalogRow]) -> ModelsOut:
     return ModelsOut(
-        schema_="kvplan.models/1",
+        schema_="kvplan.models/2",
         models=[
             ModelRowOut(
                 model_id=r.model_id,
                 family=r.family,
                 layers=r.layers,
                 query_heads=r.query_heads,
-                kv_heads=r.kv_heads,
-                head_dim=r.head_dim,
+                kv_heads=list(r.kv_heads),
+                head_dim=list(r.head_dims),
                 attention_kinds=list(r.kinds),
                 dtype=r.dtype,
                 bytes_per_token=r.bytes_per_token,
@@ -418,7 +432,9 @@ class GOptionOut(Out):
     headroom_bytes: int
     #: null: unbounded; 0: not even one sequence / token fits.
     max_batch: int | None
+    #: Capped at the model's context limit; max_ctx_by_memory is what memory alone allows (null: unbounded).
     max_ctx: int | None
+    max_ctx_by_memory: int | None
 
 
 class CellOut(Out):
@@ -488,6 +504,8 @@ class PickGOut(Out):
     query_heads: int
     model_kv_heads: int | None
     ctx_source: str
+    #: Where max_ctx is capped; null when the model states none, and for the reference scenario (a shape).
+    context_limit: ContextLimitOut | None
     #: The single (ctx, batch) asked for; null (and options empty) for a sweep: see cells.
     ctx: int | None
     batch: int | None
@@ -545,6 +563,7 @@ def _option_out(choice: GChoice, o: GOption) -> GOptionOut:
         headroom_bytes=o.headroom_bytes,
         max_batch=o.max_batch,
         max_ctx=o.max_ctx,
+        max_ctx_by_memory=o.max_ctx_by_memory,
     )
 
 
@@ -584,6 +603,7 @@ def pick_g_out(report: PickGReport) -> PickGOut:
         query_heads=report.query_heads,
         model_kv_heads=report.own_g,
         ctx_source=report.ctx_source,
+        context_limit=context_limit_out(report.context_limit),
         ctx=None if single is None else single.ctx,
         batch=None if single is None else single.batch,
         recommended_g=None if single is None else single.recommended_g,
@@ -629,9 +649,13 @@ def pick_g_out(report: PickGReport) -> PickGOut:
 
 class MaxCtxOut(Out):
     batch: int
-    #: null: unbounded (the cache stops growing); 0: not even one token fits.
+    #: Capped at the model's context limit. null: unbounded (the cache stops growing, no limit stated); 0: not
+    #: even one token fits.
     ctx: int | None
     unbounded: bool
+    #: What memory alone allows (null: unbounded); larger than ctx when capped.
+    ctx_by_memory: int | None
+    capped: bool
     kv_bytes: int
     kv_budget_bytes: int
     missing_bytes: int
@@ -655,6 +679,7 @@ class MinGpusOut(Out):
     kv_bytes: int
     budget: BudgetOut | None
     max_ctx: int | None
+    max_ctx_by_memory: int | None
     max_batch: int | None
 
 
@@ -689,6 +714,7 @@ class FitOut(Out):
     ctx_source: str
     ctxs: list[int]
     batches: list[int]
+    context_limit: ContextLimitOut | None
     fits: bool
     checks: list[FitCheckOut]
     max_ctx: list[MaxCtxOut]
@@ -720,6 +746,7 @@ def fit_out(report: FitReport) -> FitOut:
         ctx_source=report.ctx_source,
         ctxs=list(report.ctxs),
         batches=list(report.batches),
+        context_limit=context_limit_out(report.context_limit),
         fits=report.fits,
         checks=[
             FitCheckOut(
@@ -737,6 +764,8 @@ def fit_out(report: FitReport) -> FitOut:
                 batch=a.batch,
                 ctx=a.ctx,
                 unbounded=a.ctx is None,
+                ctx_by_memory=a.by_memory,
+                capped=a.capped,
                 kv_bytes=a.kv_bytes,
                 kv_budget_bytes=a.kv_budget_bytes,
                 missing_bytes=a.missing_bytes,
@@ -762,6 +791,7 @@ def fit_out(report: FitReport) -> FitOut:
                 kv_bytes=g.kv_bytes,
                 budget=None if g.budget is None else budget_out(g.budget),
                 max_ctx=g.max_ctx,
+                max_ctx_by_memory=g.max_ctx_by_memory,
                 max_batch=g.max_batch,
             )
             for g in report.min_gpus

@@ -8,7 +8,7 @@ README blocks look like::
     ```
 
 ``python scripts/sync_readme.py`` rewrites them; ``--check`` exits 1 when one is stale (tests/test_readme.py
-runs the check). Commands run in-process, offline, at a fixed width of 160 columns.
+runs the check). Commands run in-process, offline, at the width the README states: WIDTH columns.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+#: The width the README says its examples are rendered at.
+WIDTH = 100
 BLOCK = re.compile(r"(<!-- output: (?P<cmd>[^>]+?) -->\n```text\n)(?P<body>.*?)(```)", re.S)
 
 
@@ -30,7 +32,7 @@ def run(command: str) -> str:
 
     args = shlex.split(command)
     assert args[0] == "kvplan", command
-    env = {"COLUMNS": "160", "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    env = {"COLUMNS": str(WIDTH), "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
     result = CliRunner().invoke(app, args[1:], env=env)
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception

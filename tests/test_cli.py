@@ -108,10 +108,13 @@ def test_models_lists_every_bundled_model() -> None:
     assert (falcon["layers"], falcon["query_heads"], falcon["kv_heads"], falcon["bytes_per_token"]) == (
         32,
         71,
-        "1",
+        [1],
         8192,
     )
+    assert falcon["head_dim"] == [64]
     assert "tiiuae/falcon-7b-instruct" in falcon["aliases"]
+    assert rows["deepseek-ai/DeepSeek-V3"]["kv_heads"] == []  # MLA: no per-head K/V
+    assert rows["deepseek-ai/DeepSeek-V3"]["head_dim"] == [512 + 64]  # kv_lora_rank + qk_rope_head_dim
 
 
 def test_models_table() -> None:

@@ -12,7 +12,7 @@ import pytest
 from kvplan import catalog
 from kvplan.errors import ConfigError
 from kvplan.readers.config import read_config
-from kvplan.readers.limits import context_limit
+from kvplan.readers.context import context_limit
 
 MODELS = Path(__file__).parent.parent / "configs" / "models"
 BASE: dict[str, Any] = {

@@ -25,6 +25,14 @@ def test_readme_output_blocks_are_current() -> None:
     assert sync.render(current) == current, "README is stale: run python scripts/sync_readme.py"
 
 
+def test_readme_states_the_width_its_examples_are_rendered_at() -> None:
+    sync = load_sync()
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"real output at {sync.WIDTH} columns" in readme
+    for block in sync.BLOCK.finditer((ROOT / "README.md").read_text()):
+        assert max(len(line) for line in block.group("body").splitlines()) <= sync.WIDTH, block.group("cmd")
+
+
 def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Test", 1)[1]

@@ -243,7 +243,8 @@ def test_fit_llama_2_70b_on_h100() -> None:
     assert fewest.budget is not None
     assert fewest.budget.kv_bytes_per_gpu == limit2
     assert fewest.kv_bytes == per_token * 32768 // 2 <= limit2
-    assert fewest.max_ctx == limit2 // (per_token // 2)
+    assert fewest.max_ctx_by_memory == limit2 // (per_token // 2)
+    assert fewest.max_ctx == 4096  # capped at the config's max_position_embeddings
     assert fewest.max_batch == limit2 // (per_token * 32768 // 2)
     assert not report.fits
 
@@ -255,7 +256,9 @@ def test_fit_default_batch_and_ctx() -> None:
     assert report.batches == (1,)
     limit = requested(H100_SXM) - report.weights.bytes_total - DEFAULT_RESERVE
     per_token = 2 * 32 * 32 * 128 * 2
-    assert report.max_ctx[0].ctx == limit // per_token
+    assert report.max_ctx[0].by_memory == limit // per_token
+    assert report.max_ctx[0].ctx == 4096  # capped at max_position_embeddings
+    assert report.max_ctx[0].capped
     assert report.max_batch[0].batch == limit // (per_token * 4096)
     assert report.min_gpus[0].tp == 1
     assert report.fits
@@ -273,7 +276,8 @@ def test_fit_pure_ssm_context_is_unbounded() -> None:
 
 def test_fit_windowed_model_is_unbounded_but_a_full_one_is_not() -> None:
     sliding = fit(str(FIXTURES / "sliding_all_layers"), gpu="80GiB", ctx=4096)
-    assert sliding.max_ctx[0].ctx is None
+    assert sliding.max_ctx[0].by_memory is None  # memory: any context
+    assert sliding.max_ctx[0].ctx == 32768  # the fixture's max_position_embeddings caps it
     full = fit("meta-llama/Llama-2-7b-hf", gpu="80GiB", ctx=4096)
     assert full.max_ctx[0].ctx is not None
     assert full.max_ctx[0].ctx < CTX_CAP
@@ -443,12 +447,15 @@ def test_max_ctx_fits_and_one_more_does_not(plan: tuple[CacheLayout, int, int, i
         return
     limit = kv_limit(layout, usable, None, engine=engine)
     (answer,) = report.max_ctx
-    if answer.ctx is None:  # unbounded: the cache stopped growing (every layer windowed)
+    # ctx is capped at the model's max_position_embeddings; by_memory is what memory alone allows
+    cap, memory = layout.max_context, answer.by_memory
+    assert answer.ctx == (memory if cap is None or (memory is not None and memory <= cap) else cap)
+    if memory is None:  # unbounded: the cache stopped growing (every layer windowed)
         assert engine_kv(layout, CTX_CAP, batch, dtype, engine=engine) <= limit
         return
-    if answer.ctx:
-        assert engine_kv(layout, answer.ctx, batch, dtype, engine=engine) <= limit
-    assert engine_kv(layout, answer.ctx + 1, batch, dtype, engine=engine) > limit
+    if memory:
+        assert engine_kv(layout, memory, batch, dtype, engine=engine) <= limit
+    assert engine_kv(layout, memory + 1, batch, dtype, engine=engine) > limit
 
 
 @PROPS

@@ -18,6 +18,7 @@ from kvplan.errors import DeviceUnavailableError, ExitCode, OptionError, TorchMi
 from kvplan.gpus import load_catalog
 from kvplan.layout import CacheLayout, LayerKind, attention_layer
 from kvplan.verify import MiB, VerifyPlan, plan_for_model, run_verify
+from kvplan.verify.device import open_device
 
 from .conftest import FIXTURES
 
@@ -531,3 +532,25 @@ def test_verify_extra_brings_numpy() -> None:
     extra = project["optional-dependencies"]["verify"]
     assert any(dep.startswith("torch") for dep in extra)
     assert any(dep.startswith("numpy") for dep in extra)
+
+
+def test_decode_timing_is_off_by_default_on_a_cpu() -> None:
+    from kvplan.verify.entry import default_timing
+
+    info = open_device("cpu")
+    assert default_timing(info) is False
+    assert default_timing(replace(info, kind="cuda")) is True
+    report = run_verify([VerifyPlan("tiny", tiny_layout(), ctx=64, engine="hf")], "cpu")
+    assert report.timings == ()
+    assert run_verify([VerifyPlan("tiny", tiny_layout(), ctx=64, engine="hf")], "cpu", timing=True).timings
+
+
+def test_self_check_on_a_cpu_caps_itself() -> None:
+    """At most 2.5 GiB without --max-bytes: the largest self-check plan (Llama-2-7B at G = 32: 2 x 32 layers x 32
+    heads x 128 x 4,096 tokens x 2 B = 2 GiB) still fits in 90% of it."""
+    from kvplan.verify.entry import SELF_CHECK_CPU_BYTES
+
+    info = open_device("cpu", cpu_cap=SELF_CHECK_CPU_BYTES)
+    assert info.cap_bytes == min(SELF_CHECK_CPU_BYTES, info.cap_bytes or 0) <= 5 * 2**29
+    assert SELF_CHECK_CPU_BYTES * 9 // 10 >= 2 * 32 * 32 * 128 * 4096 * 2
+    assert "the self-check allocates at most" in info.cap_note or info.cap_bytes < SELF_CHECK_CPU_BYTES

@@ -41,6 +41,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help: it wraps to the terminal and never cuts an option name to "…" (rich's panels do at
+    # 80 columns, where --enable-prefix-caching/--no-enable-prefix-caching leaves no room for its help).
+    rich_markup_mode=None,
 )
 
 

@@ -15,7 +15,32 @@ class Units(StrEnum):
 
 
 # Shared options, declared once so every command spells and documents them the same way.
-ModelArg = Annotated[str, typer.Argument(help="Hub id (org/name), bundled name, config.json / params.json or folder.")]
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="Hub id (org/name), bundled or short name (gpt-oss-120b), config.json / params.json or folder.",
+    ),
+]
+
+
+OptionalModelArg = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="[MODEL]",
+        help="Hub id (org/name), bundled or short name (gpt-oss-120b), config.json / params.json or folder; "
+        "--model is the same. Default: as the command says.",
+        show_default=False,
+    ),
+]
+
+
+def one_model(positional: str | None, option: str | None) -> str | None:
+    """The model named positionally or with the --model alias (both at once only if they agree)."""
+    if positional is not None and option is not None and positional != option:
+        from kvplan.errors import OptionError
+
+        raise OptionError("--model", f"two models given ({positional!r} and --model {option!r}): name one")
+    return positional if positional is not None else option
 
 
 CtxOpt = Annotated[
@@ -24,7 +49,8 @@ CtxOpt = Annotated[
         "--ctx",
         "--max-model-len",
         help="Tokens per sequence: 4096, 4k (= 4,000) or 4K (= 4,096), "
-        "as vLLM parses --max-model-len. Default: the model's max_position_embeddings. "
+        "as vLLM parses --max-model-len. Default: the model's context limit (max_position_embeddings, "
+        "RoPE-scaled where the config says). "
         "pick-g and fit take a comma-separated list (4K,32K,128K).",
     ),
 ]

@@ -21,6 +21,7 @@ from kvplan.cli.options import (
     KvHeadsOpt,
     ModelArg,
     NumGpusOpt,
+    OptionalModelArg,
     ReserveOpt,
     RevisionOpt,
     StrictOpt,
@@ -32,15 +33,17 @@ from kvplan.cli.options import (
     WeightsDtypeOpt,
     _counts,
     _reserve,
+    one_model,
 )
 from kvplan.errors import ExitCode
 
 
 @app.command("pick-g")
 def pick_g(
+    model_arg: OptionalModelArg = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="The model (as for size). Default: the reference scenario, a Llama-2-13B shape."),
+        typer.Option("--model", help="The model, as the argument (an alias kept for scripts)."),
     ] = None,
     gpu: GpuOpt = None,
     ctx: CtxOpt = None,
@@ -64,11 +67,12 @@ def pick_g(
 ) -> None:
     """How many KV heads G fit: every G that divides the query heads, with KV, weights, headroom, max batch, max
     context and quality, the largest G that fits, and the ways to reach the model's own or a quality-safe G.
-    Lists of --ctx / --batch give a matrix of the recommended G."""
+    Lists of --ctx / --batch give a matrix of the recommended G. Without a model: the reference scenario, a
+    Llama-2-13B-shaped model at 64K x 32 on one A100 80GB."""
     from kvplan import solver
 
     report = solver.pick_g(
-        model,
+        one_model(model_arg, model),
         gpu=gpu,
         ctx=_counts(ctx, "--ctx"),
         batch=_counts(batch, "--batch"),

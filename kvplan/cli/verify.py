@@ -14,11 +14,13 @@ from kvplan.cli.options import (
     ImagesOpt,
     JsonOpt,
     KvDtypeOpt,
+    OptionalModelArg,
     PpOpt,
     StrictOpt,
     Units,
     UnitsOpt,
     _count,
+    one_model,
 )
 from kvplan.errors import ExitCode, OptionError
 
@@ -54,11 +56,12 @@ def rank_caps(text: str, world: int) -> int | list[int | None]:
 
 @app.command()
 def verify(
+    model_arg: OptionalModelArg = None,
     device: Annotated[
         str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu.")
     ] = "auto",
     model: Annotated[
-        str | None, typer.Option("--model", help="Verify this model's plan (default: the self-check suite).")
+        str | None, typer.Option("--model", help="The model, as the argument (an alias kept for scripts).")
     ] = None,
     ctx: CtxOpt = None,
     batch: BatchOpt = None,
@@ -89,7 +92,14 @@ def verify(
             "(1GiB,1GiB,64MiB,1GiB) or R=SIZE for one rank.",
         ),
     ] = None,
-    no_timing: Annotated[bool, typer.Option("--no-timing", help="Skip the decode-attention timings.")] = False,
+    timing: Annotated[
+        bool | None,
+        typer.Option(
+            "--timing/--no-timing",
+            help="Time one decode-attention step per G. Default: on a GPU (CUDA, MPS), off on a CPU.",
+            show_default=False,
+        ),
+    ] = None,
     no_probe: Annotated[bool, typer.Option("--no-probe", help="Skip the capacity probe.")] = False,
     save_gpu: Annotated[
         bool,
@@ -106,10 +116,12 @@ def verify(
 ) -> None:
     """Allocate the planned cache with torch on a real device and confirm it to the byte: tensor bytes, what
     fits, the largest batch that really fits, and the decode-attention time per G. Exit 1 if a prediction is
-    refuted."""
+    refuted. Without a model: the self-check suite (Llama-2-7B's shape at G = 32, 8, 1 and the reference pick-g
+    scenario scaled to the device)."""
     from kvplan import verify as verifier
     from kvplan.render import verify_progress
 
+    model = one_model(model_arg, model)
     layout = None
     if model is not None:
         from kvplan.plan import load
@@ -130,7 +142,7 @@ def verify(
             (tensor_parallel_size, pipeline_parallel_size),
             gpu,
             max_bytes,
-            timing=not no_timing,
+            timing=timing,
             probe=not no_probe,
             save=save_gpu,
             json=json,
@@ -155,7 +167,7 @@ def verify(
 
         if model is None:
             report = verifier.self_check(
-                chosen, max_bytes=cap, gpu=gpu, timing=not no_timing, probe=not no_probe, on_progress=on_progress
+                chosen, max_bytes=cap, gpu=gpu, timing=timing, probe=not no_probe, on_progress=on_progress
             )
         else:
             from kvplan.plan import parse_counts
@@ -174,7 +186,7 @@ def verify(
                 for g in heads
             ]
             report = verifier.run_verify(
-                plans, chosen, max_bytes=cap, gpu=gpu, timing=not no_timing, probe=not no_probe, on_progress=on_progress
+                plans, chosen, max_bytes=cap, gpu=gpu, timing=timing, probe=not no_probe, on_progress=on_progress
             )
     if json:
         from kvplan import schema
@@ -239,7 +251,7 @@ def _verify_ranks(
     gpu: str | None,
     max_bytes: str | None,
     *,
-    timing: bool,
+    timing: bool | None,
     probe: bool,
     save: bool,
     json: bool,
@@ -254,6 +266,8 @@ def _verify_ranks(
     plan = _rank_plan(model, ctx, batch, kv_dtype, kv_heads, engine, sizes)
     caps = None if max_bytes is None else rank_caps(max_bytes, sizes[0] * sizes[1])
     chosen = verifier.auto_device() if device == "auto" else device
+    if timing is None:  # as for one rank: decode timing on a GPU, not on a CPU
+        timing = not chosen.startswith("cpu")
     if save:
         _check_save(chosen)
     given = torchrun_env("gloo")

@@ -43,12 +43,22 @@ from kvplan.solver.pickg import (
 )
 from kvplan.solver.scenario import Scenario, load_scenario
 from kvplan.solver.search import BATCH_CAP, CTX_CAP, KvCost
-from kvplan.solver.shared import GQA_PAPER, SAFE_GROUP, allowed_tp, quality_note, select_gpu, tensor_parallel
+from kvplan.solver.shared import (
+    GQA_PAPER,
+    QUALITY_LEGEND,
+    SAFE_GROUP,
+    allowed_tp,
+    quality_label,
+    quality_note,
+    select_gpu,
+    tensor_parallel,
+)
 
 __all__ = [
     "BATCH_CAP",
     "CTX_CAP",
     "GQA_PAPER",
+    "QUALITY_LEGEND",
     "SAFE_GROUP",
     "BatchAnswer",
     "Chart",
@@ -71,6 +81,7 @@ __all__ = [
     "load_scenario",
     "pick_g",
     "pick_g_for_layout",
+    "quality_label",
     "quality_note",
     "select_gpu",
     "tensor_parallel",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from kvplan.errors import OptionError
 from kvplan.formula import default_context, with_kv_heads
 from kvplan.layout import CacheLayout, ConfigWarning
+from kvplan.readers.context import ContextLimit, beyond_limit_note, context_limit
 from kvplan.resolve import ModelSource, resolve
 
 if TYPE_CHECKING:
@@ -20,7 +21,16 @@ if TYPE_CHECKING:
 #: A context that still fits at 2^50 tokens (a petabyte per GPU at one byte per token) means the cache stopped
 #: growing (state or windowed layers only): the largest context is "unbounded".
 from kvplan.solver.search import CTX_CAP
-from kvplan.solver.shared import _GPU_HINT, _as_counts, _Hardware, _reserve, _Setup, select_gpu, tensor_parallel
+from kvplan.solver.shared import (
+    _GPU_HINT,
+    _as_counts,
+    _Hardware,
+    _reserve,
+    _Setup,
+    cap_ctx,
+    select_gpu,
+    tensor_parallel,
+)
 
 
 @dataclass(frozen=True)
@@ -28,11 +38,21 @@ class CtxAnswer:
     """The longest context that fits at one batch."""
 
     batch: int
-    #: None: unbounded (the cache stops growing); 0: not even one token fits.
+    #: The answer: what memory allows, capped at the model's context limit. None: unbounded (the cache stops
+    #: growing and the model states no limit); 0: not even one token fits.
     ctx: int | None
     #: Per-GPU KV at that context (at the plateau when unbounded, at ctx 1 when nothing fits).
     kv_bytes: int
     kv_budget_bytes: int
+    #: What memory alone allows (None: unbounded), before the cap.
+    by_memory: int | None = None
+    #: The model's context limit (None: it states none).
+    context_limit: int | None = None
+
+    @property
+    def capped(self) -> bool:
+        """The model's limit, not memory, sets the answer."""
+        return self.context_limit is not None and self.ctx == self.context_limit and self.by_memory != self.ctx
 
     @property
     def missing_bytes(self) -> int:
@@ -69,9 +89,12 @@ class GpusAnswer:
     #: At ``tp`` (or at the largest tried when none fits): per-GPU KV and budget.
     kv_bytes: int
     budget: Budget | None
-    #: At ``tp``: the longest context at this batch and the most sequences at this ctx.
+    #: At ``tp``: the longest context at this batch (capped at the model's limit) and the most sequences at this
+    #: ctx.
     max_ctx: int | None
     max_batch: int | None
+    #: At ``tp``: the longest context memory alone allows (None: unbounded).
+    max_ctx_by_memory: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +131,8 @@ class FitReport:
     ctx_source: str
     ctxs: tuple[int, ...]
     batches: tuple[int, ...]
+    #: The model's longest context (max_position_embeddings or its RoPE-scaled limit); None when not stated.
+    context_limit: ContextLimit | None
     #: One per batch: the longest context.
     max_ctx: tuple[CtxAnswer, ...]
     #: One per context: the most sequences.
@@ -153,7 +178,8 @@ def fit(
     strict: bool = False,
 ) -> FitReport:
     """For an existing model on ``gpu``: the longest context at each batch, the most sequences at each context
-    and the fewest GPUs for each (ctx, batch). ``ctx`` defaults to the model's max_position_embeddings."""
+    and the fewest GPUs for each (ctx, batch). ``ctx`` defaults to the model's context limit, and the longest
+    context is capped there (each answer keeps what memory alone would allow)."""
     if gpu is None:
         raise OptionError("--gpu", _GPU_HINT)
     source = resolve(model, revision=revision, token=token)
@@ -214,11 +240,14 @@ def fit_for_layout(
     s = hw.setup(layout, tp, kv_cache_dtype, weights)
     cost, limit = s.cost, s.limit
 
+    model_limit = context_limit(layout)
+    cap = None if model_limit is None else model_limit.tokens
     ctx_answers = []
     for b in batches:
         longest = cost.max_ctx(b, limit)
-        at = CTX_CAP if longest is None else max(longest, 1)
-        ctx_answers.append(CtxAnswer(b, longest, cost.bytes(at, b), limit))
+        answer = cap_ctx(longest, cap)
+        at = CTX_CAP if answer is None else max(answer, 1)
+        ctx_answers.append(CtxAnswer(b, answer, cost.bytes(at, b), limit, longest, cap))
     batch_answers = []
     for c in ctxs:
         most = cost.max_batch(c, limit)
@@ -230,6 +259,7 @@ def fit_for_layout(
             checks.append(FitCheck(c, b, cost.bytes(c, b), limit))
             found, tried = hw.fewest_gpus(layout, c, b, kv_cache_dtype, weights, cache=by_tp)
             shown = found or (by_tp[tried[-1]] if tried else None)
+            there = found.cost.max_ctx(b, found.limit) if found else None
             gpu_answers.append(
                 GpusAnswer(
                     ctx=c,
@@ -238,11 +268,15 @@ def fit_for_layout(
                     tried=tried,
                     kv_bytes=shown.cost.bytes(c, b) if shown else cost.bytes(c, b),
                     budget=shown.budget if shown else None,
-                    max_ctx=found.cost.max_ctx(b, found.limit) if found else None,
+                    max_ctx=cap_ctx(there, cap) if found else None,
                     max_batch=found.cost.max_batch(c, found.limit) if found else None,
+                    max_ctx_by_memory=there,
                 )
             )
     notes = list(weights.notes)
+    beyond = beyond_limit_note(layout, max(ctxs))
+    if beyond:
+        notes.append(beyond)
     if not weights.exact:
         notes.append("weights are an estimate for this model")
     if s.cost.types.note:
@@ -263,6 +297,7 @@ def fit_for_layout(
         ctx_source=ctx_source,
         ctxs=ctxs,
         batches=batches,
+        context_limit=model_limit,
         max_ctx=tuple(ctx_answers),
         max_batch=tuple(batch_answers),
         min_gpus=tuple(gpu_answers),

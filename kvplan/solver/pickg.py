@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from kvplan.errors import OptionError
 from kvplan.formula import attention_kind_name, default_context, valid_kv_heads, with_kv_heads
 from kvplan.layout import CacheLayout, ConfigWarning
+from kvplan.readers.context import ContextLimit, beyond_limit_note, context_limit
 from kvplan.resolve import ModelSource, resolve
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ from kvplan.solver.shared import (
     _Hardware,
     _reserve,
     _Setup,
+    cap_ctx,
     quality_note,
     select_gpu,
     tensor_parallel,
@@ -71,8 +73,16 @@ class GOption:
     kv_budget_bytes: int
     #: The most sequences of this ctx that fit (0: not even one; None: a sequence costs nothing).
     max_batch: int | None
-    #: The longest context at this batch that fits (0: not even one token; None: unbounded).
+    #: The longest context at this batch that fits, capped at the model's context limit (0: not even one token;
+    #: None: unbounded).
     max_ctx: int | None
+    #: What memory alone allows, before the cap (None: unbounded).
+    max_ctx_by_memory: int | None
+
+    @property
+    def ctx_capped(self) -> bool:
+        """The model's context limit, not memory, sets max_ctx."""
+        return self.max_ctx != self.max_ctx_by_memory
 
     @property
     def total_bytes(self) -> int:
@@ -177,6 +187,9 @@ class PickGReport:
     ctx_source: str
     ctxs: tuple[int, ...]
     batches: tuple[int, ...]
+    #: The model's longest context, where max_ctx is capped (None: not stated, or the reference scenario, whose
+    #: model is a shape planned at the scenario's context rather than the checkpoint).
+    context_limit: ContextLimit | None
     #: Every G the tensor-parallel size allows, largest first.
     choices: tuple[GChoice, ...]
     #: G values that divide H but that tp cannot split evenly, with why.
@@ -353,7 +366,8 @@ def pick_g_for_layout(
             )
         )
 
-    cells = _cells(setups, ctxs, batches)
+    model_limit = None if scenario is not None else context_limit(layout)
+    cells = _cells(setups, ctxs, batches, None if model_limit is None else model_limit.tokens)
     report_ways: tuple[Way, ...] = ()
     if ways and len(cells) == 1:
         report_ways = _ways(hw, cells[0], choices, setups, own, kv_cache_dtype)
@@ -376,32 +390,37 @@ def pick_g_for_layout(
         ctx_source=ctx_source,
         ctxs=ctxs,
         batches=batches,
+        context_limit=model_limit,
         choices=tuple(choices),
         skipped=tuple(skipped),
         cells=cells,
         ways=report_ways,
         charts=charts,
-        notes=_pick_notes(choices, own, tp, types, gpu),
+        notes=_pick_notes(choices, own, tp, types, gpu, beyond_limit_note(layout, max(ctxs)) if model_limit else ""),
     )
 
 
-def _cells(setups: Sequence[_Setup], ctxs: tuple[int, ...], batches: tuple[int, ...]) -> tuple[PickGCell, ...]:
+def _cells(
+    setups: Sequence[_Setup], ctxs: tuple[int, ...], batches: tuple[int, ...], ctx_limit: int | None
+) -> tuple[PickGCell, ...]:
     """The hot path: every G x ctx x batch, integers only, one engine cost per (G, ctx) when linear."""
     per_g: list[list[GOption]] = []
     for s in setups:
         cost, limit, g, weights = s.cost, s.limit, s.layout.kv_heads or 0, s.budget.weights_bytes
-        ctx_at = [cost.max_ctx(b, limit) for b in batches]
+        ctx_at = [(cap_ctx(m, ctx_limit), m) for m in (cost.max_ctx(b, limit) for b in batches)]
         column: list[GOption] = []
         for c in ctxs:
             most = cost.max_batch(c, limit)
             if cost.linear:
                 one = cost.bytes(c, 1)
                 column.extend(
-                    GOption(g, one * b, weights, limit, most, m) for b, m in zip(batches, ctx_at, strict=True)
+                    GOption(g, one * b, weights, limit, most, m, mem)
+                    for b, (m, mem) in zip(batches, ctx_at, strict=True)
                 )
             else:
                 column.extend(
-                    GOption(g, cost.bytes(c, b), weights, limit, most, m) for b, m in zip(batches, ctx_at, strict=True)
+                    GOption(g, cost.bytes(c, b), weights, limit, most, m, mem)
+                    for b, (m, mem) in zip(batches, ctx_at, strict=True)
                 )
         per_g.append(column)
     cells = []
@@ -496,9 +515,9 @@ def _chart(setups: Sequence[_Setup], ctxs: tuple[int, ...], batch: int, reserve:
 
 
 def _pick_notes(
-    choices: Sequence[GChoice], own: int | None, tp: int, types: CacheTypes, gpu: GpuSelection
+    choices: Sequence[GChoice], own: int | None, tp: int, types: CacheTypes, gpu: GpuSelection, beyond: str
 ) -> tuple[str, ...]:
-    notes = []
+    notes = [beyond] if beyond else []
     gs = [c.g for c in choices]
     if own is not None and any(g < own for g in gs):
         notes.append(

@@ -45,6 +45,29 @@ def quality_note(g: int, h: int) -> str:
     return f"GQA, {h // g} heads per KV head: more than {SAFE_GROUP}, expect some loss"
 
 
+def cap_ctx(longest: int | None, limit: int | None) -> int | None:
+    """The longest context memory allows (None: unbounded), capped at the model's context limit when it has one."""
+    if limit is None or (longest is not None and longest <= limit):
+        return longest
+    return limit
+
+
+def quality_label(g: int, h: int) -> str:
+    """:func:`quality_note` in a table cell's few words (QUALITY_LEGEND says what each means)."""
+    if g == h:
+        return "MHA"
+    if g == 1:
+        return "MQA loss"
+    return "near-MHA" if h // g <= SAFE_GROUP else "some loss"
+
+
+#: What the short quality labels mean (Ainslie et al. 2023).
+QUALITY_LEGEND = (
+    f"quality: MHA = full quality; near-MHA = GQA with at most {SAFE_GROUP} query heads per KV head; some loss = "
+    f"more than {SAFE_GROUP}; MQA loss = measurable quality loss on harder tasks ({GQA_PAPER})"
+)
+
+
 def select_gpu(gpu: str | GpuSelection, *, num_gpus: int | None = None, gpu_files: Sequence[Path] = ()) -> GpuSelection:
     """``--gpu`` (a catalog name, a raw size, ``8xh100``) with ``--num-gpus``, or a selection as it is."""
     from kvplan.gpus import GpuSelection, load_catalog, parse_gpu

@@ -130,12 +130,14 @@ def compare_catalog(entry: GpuEntry, total: int) -> CatalogComparison:
     return CatalogComparison(entry.id, entry.name, usable, total, diff, suggestion, entry.bandwidth_tbps)
 
 
-def open_device(device: str = "cpu", *, max_bytes: int | None = None, gpu: str | None = None) -> DeviceInfo:
+def open_device(
+    device: str = "cpu", *, max_bytes: int | None = None, gpu: str | None = None, cpu_cap: int | None = None
+) -> DeviceInfo:
     """Import torch, check the device exists, read its memory and compare it with the GPU catalog.
 
     ``gpu`` names the catalog entry to compare with (default: the entry for torch's device name). On a CPU
-    without ``max_bytes`` verify caps itself at half of MemAvailable: the kernel would kill the process, not
-    raise, if it ran out.
+    without ``max_bytes`` verify caps itself at half of MemAvailable (the kernel would kill the process, not
+    raise, if it ran out), and at ``cpu_cap`` when that is smaller (the self-check's own size).
     """
     parse_device(device)
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
@@ -158,6 +160,12 @@ def open_device(device: str = "cpu", *, max_bytes: int | None = None, gpu: str |
                 "verify allocates at most"
             )
         cap_note = f"{asked} {exact_and_human(cap)} (running out of RAM kills the process instead of raising)"
+        if max_bytes is None and cpu_cap is not None and cpu_cap < cap:
+            cap = cpu_cap
+            cap_note = (
+                f"no --max-bytes on a CPU: the self-check allocates at most {exact_and_human(cap)}, enough for "
+                "every plan (--max-bytes sets another cap)"
+            )
     limits = [x for x in (free, cap) if x is not None]
     available = min(limits) if limits else 0
     name = _device_name(torch, dev)
