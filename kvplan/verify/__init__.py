@@ -24,7 +24,7 @@ A tensor- or pipeline-parallel plan runs on real ranks of torch.distributed (:fu
 own share. :func:`save_gpu` keeps what a CUDA run measured as a ``measured`` entry of the user's GPU file.
 
 torch is imported inside the functions that need it (:func:`import_torch`), never at module import: kvplan
-works without it, and ``kvplan verify`` says to ``pip install "kvplan[verify]"``. Nothing here prints.
+works without it, and ``kvplan verify`` says how to install it (``pip install ".[verify]"``). Nothing here prints.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ ProgressCallback = Callable[[str, int, int], None]
 
 
 def import_torch() -> Any:
-    """torch, or :class:`~kvplan.errors.TorchMissingError` naming ``pip install "kvplan[verify]"``."""
+    """torch, or :class:`~kvplan.errors.TorchMissingError` naming the verify extra and a CPU-only torch."""
     try:
         import torch
     except ImportError:
