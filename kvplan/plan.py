@@ -22,7 +22,7 @@ from kvplan.formula import (
 )
 from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.limits import MAX_COUNT
-from kvplan.readers.context import beyond_limit_note
+from kvplan.readers.context import ContextLimit, beyond_limit_note, context_limit
 from kvplan.resolve import ModelSource, resolve
 
 if TYPE_CHECKING:
@@ -77,6 +77,8 @@ class SizeReport:
     engine: EngineEstimate
     #: That engine's figure for a single sequence at ctx (engines may pad or share across sequences).
     engine_sequence_bytes: int
+    #: The model's context limit (None: the config states no length).
+    context_limit: ContextLimit | None = None
 
     @property
     def warnings(self) -> tuple[ConfigWarning, ...]:
@@ -87,7 +89,7 @@ class SizeReport:
     def notes(self) -> tuple[str, ...]:
         """The estimate's notes, and a warning when ctx passes the model's own maximum."""
         out = list(self.estimate.notes)
-        note = beyond_limit_note(self.layout, self.estimate.ctx)
+        note = beyond_limit_note(self.context_limit, self.estimate.ctx)
         if note:
             out.append(note)
         return tuple(out)
@@ -165,6 +167,7 @@ def size_of_layout(
     own = layout.kv_heads if layout.attention_layers else None
     if kv_heads is not None:
         layout = with_kv_heads(layout, kv_heads)
+    limit = context_limit(layout)  # a bad rope_scaling is an error now, not halfway through the output
     ctx_value, ctx_source = default_context(layout, ctx)
     check_positive("--batch", batch)
     profile = get_engine(engine)
@@ -183,6 +186,7 @@ def size_of_layout(
         own_kv_heads=own,
         engine=costed,
         engine_sequence_bytes=single.deployment_bytes,
+        context_limit=limit,
     )
 
 

@@ -127,3 +127,23 @@ def test_size_defaults_to_the_scaled_limit_and_notes_beyond_it(tmp_path: Path) -
     assert "ctx 200,000 is beyond the model's context limit 131,072 (yarn RoPE scaling" in " ".join(
         result.output.split()
     )
+
+
+def test_a_bad_rope_factor_fails_before_any_output(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kvplan.cli import app
+
+    path = tmp_path / "config.json"
+    bad = {
+        **BASE,
+        "intermediate_size": 1024,
+        "vocab_size": 1000,
+        "rope_scaling": {"rope_type": "linear", "factor": "x"},
+    }
+    path.write_text(json.dumps(bad))
+    for args in (["size", str(path), "--ctx", "8192"], ["fit", str(path), "--gpu", "h100", "--ctx", "8192"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert result.stdout == ""
+        assert "rope_scaling.factor" in result.stderr

@@ -111,9 +111,8 @@ def _show(factor: Fraction) -> str:
     return str(factor.numerator) if factor.denominator == 1 else str(float(factor))
 
 
-def beyond_limit_note(layout: CacheLayout, ctx: int) -> str:
+def beyond_limit_note(limit: ContextLimit | None, ctx: int) -> str:
     """A note when ``ctx`` passes the model's context limit (planned anyway: the bytes are still exact)."""
-    limit = context_limit(layout)
     if limit is None or ctx <= limit.tokens:
         return ""
     return (

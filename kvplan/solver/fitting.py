@@ -274,7 +274,7 @@ def fit_for_layout(
                 )
             )
     notes = list(weights.notes)
-    beyond = beyond_limit_note(layout, max(ctxs))
+    beyond = beyond_limit_note(model_limit, max(ctxs))
     if beyond:
         notes.append(beyond)
     if not weights.exact:

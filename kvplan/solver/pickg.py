@@ -396,7 +396,7 @@ def pick_g_for_layout(
         cells=cells,
         ways=report_ways,
         charts=charts,
-        notes=_pick_notes(choices, own, tp, types, gpu, beyond_limit_note(layout, max(ctxs)) if model_limit else ""),
+        notes=_pick_notes(choices, own, tp, types, gpu, beyond_limit_note(model_limit, max(ctxs))),
     )
 
 
