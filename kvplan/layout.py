@@ -219,6 +219,18 @@ class LayerGroup:
 
 
 @dataclass(frozen=True)
+class FileTensor:
+    """One weight tensor as a model file stores it (GGUF): exact bytes on disk, quantization blocks included."""
+
+    name: str
+    #: The file's own dimension order (GGUF / ggml: ne[0] is the contiguous row).
+    shape: tuple[int, ...]
+    #: Storage type as the file names it ("Q4_K", "F16" ...).
+    dtype: str
+    nbytes: int
+
+
+@dataclass(frozen=True)
 class CacheLayout:
     """A model's cache, layer by layer, with the few model-level facts planning needs."""
 
@@ -242,6 +254,9 @@ class CacheLayout:
     read_keys: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False, hash=False)
     #: The raw (text) config, kept for weight counting. Not part of equality.
     raw: dict[str, object] = field(default_factory=dict, compare=False, repr=False, hash=False)
+    #: The weight tensors a model file lists (GGUF): weights are then exact from the file, not counted from a
+    #: config. Empty for config.json / params.json. Not part of equality.
+    file_tensors: tuple[FileTensor, ...] = field(default=(), compare=False, repr=False, hash=False)
 
     @property
     def num_layers(self) -> int:

@@ -23,7 +23,7 @@ from kvplan.formula import (
 from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.limits import MAX_COUNT
 from kvplan.readers.context import ContextLimit, beyond_limit_note, context_limit
-from kvplan.resolve import ModelSource, resolve
+from kvplan.resolve import ModelSource, read_layout, resolve
 
 if TYPE_CHECKING:
     from kvplan.engines import Capacity, EngineEstimate, EngineOptions
@@ -105,10 +105,7 @@ def load(
 ) -> CacheLayout:
     """A model's layout as every command reads it: ``images`` per sequence for cross-attention models, and
     under ``strict`` a NotUnderstoodError instead of warnings for what the reader did not fully understand."""
-    from kvplan.readers.config import read_checked
-
-    source = resolve(model, revision=revision, token=token)
-    return read_checked(source.raw, source.model_id, source.describe(), images=images, strict=strict)
+    return read_layout(resolve(model, revision=revision, token=token), images=images, strict=strict)
 
 
 def size(
@@ -132,9 +129,7 @@ def size(
     ``images``: images per sequence for cross-attention models (None: the default); ``strict``: refuse a
     config the reader did not fully understand (NotUnderstoodError) instead of answering with warnings."""
     source = resolve(model, revision=revision, token=token)
-    from kvplan.readers.config import read_checked
-
-    layout = read_checked(source.raw, source.model_id, source.describe(), images=images, strict=strict)
+    layout = read_layout(source, images=images, strict=strict)
     return size_of_layout(
         layout,
         source,
@@ -295,14 +290,14 @@ def capacity(
 
     from kvplan.engines import EngineOptions, get_engine
     from kvplan.engines import capacity as engine_capacity
-    from kvplan.readers.config import read_checked, refuse_not_understood
+    from kvplan.readers.config import refuse_not_understood
 
     if kv_memory is None and gpu is None:
         raise OptionError("--gpu", "say where the KV memory comes from: --gpu (e.g. h100) or --kv-memory (e.g. 8GiB)")
     if kv_memory is not None and gpu is not None:
         raise OptionError("--kv-memory", "give --kv-memory (e.g. 8GiB) or --gpu (e.g. h100), not both")
     source = resolve(model, revision=revision, token=token)
-    layout = read_checked(source.raw, source.model_id, source.describe(), images=images, strict=strict)
+    layout = read_layout(source, images=images, strict=strict)
     own = layout.kv_heads if layout.attention_layers else None
     if kv_heads is not None:
         layout = with_kv_heads(layout, kv_heads)

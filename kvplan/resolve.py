@@ -1,14 +1,17 @@
 """Where a model's config comes from, in this order:
 
-1. a path: a config.json or params.json file, or a folder holding one;
-2. the bundled catalog (offline, no huggingface_hub import), including the aliases users type and short names
-   without the organisation (``gpt-oss-120b``); a name without an organisation goes no further than the local
-   cache, so a typo gets "did you mean" from the catalog without a network call;
-3. the local Hugging Face cache (HF_HUB_CACHE / HF_HOME), without touching the network;
-4. the Hub through huggingface_hub: config.json only, or params.json when the repo has none (Meta's original
+1. a path: a config.json or params.json file, a GGUF file (or one split of a set), or a folder holding one;
+2. ``ollama:NAME[:TAG]``: the local Ollama store (:mod:`kvplan.local_models`);
+3. the bundled catalog (offline, no huggingface_hub import), including the aliases users type and short names
+   without the organisation (``gpt-oss-120b``); a name without an organisation goes no further than the
+   Ollama store and the local cache, so a typo gets "did you mean" from the catalog without a network call;
+4. ``NAME:TAG`` (a colon is never in a Hub id), or a bare name the Ollama store holds: the Ollama store;
+5. the local Hugging Face cache (HF_HUB_CACHE / HF_HOME), without touching the network;
+6. the Hub through huggingface_hub: config.json only, or params.json when the repo has none (Meta's original
    repos such as meta-llama/Llama-2-70b). ``revision``, ``token`` / HF_TOKEN and HF_HUB_OFFLINE are respected.
 
-Only those two small JSON files are ever fetched: no weights, and never remote code.
+Only those two small JSON files are ever fetched: no weights, and never remote code. Of a GGUF only the header
+is read (:mod:`kvplan.readers.gguf`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kvplan import catalog
+from kvplan import catalog, local_models
 from kvplan.catalog import CONFIG_NAMES, load_json_text
 from kvplan.errors import (
     ConfigFileError,
@@ -39,7 +42,7 @@ from kvplan.errors import (
 from kvplan.files import expand_user, path_kind, read_text
 from kvplan.layout import CacheLayout
 from kvplan.limits import HUB_TIMEOUT_S, MAX_FILE_BYTES
-from kvplan.readers.config import read_config
+from kvplan.readers.config import read_checked, read_config, refuse_not_understood
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -51,26 +54,52 @@ class ModelSource:
 
     requested: str
     model_id: str
-    origin: str  # "path" | "bundled" | "hf-cache" | "hub"
+    origin: str  # "path" | "bundled" | "hf-cache" | "hub" | "gguf" | "ollama"
     location: str
     raw: Any = field(repr=False)
     note: str = ""
+    #: The GGUF file(s) of a GGUF model (all splits, in order); empty for a JSON config.
+    files: tuple[str, ...] = ()
+
+    @property
+    def is_gguf(self) -> bool:
+        return bool(self.files)
 
     def describe(self) -> str:
         """Where the config came from, in a few words."""
+        splits = f" ({len(self.files)} splits)" if len(self.files) > 1 else ""
         text = {
             "path": f"local file {self.location}",
             "bundled": f"bundled config {self.model_id}",
             "hf-cache": f"Hugging Face cache {self.location}",
             "hub": f"Hugging Face Hub {self.model_id}",
+            "gguf": f"GGUF file {self.location}{splits}",
+            "ollama": f"Ollama model {self.model_id} (GGUF blob {self.location})",
         }[self.origin]
         return f"{text}, {self.note}" if self.note else text
 
 
+def read_layout(source: ModelSource, *, images: int | None = None, strict: bool = False) -> CacheLayout:
+    """Read a resolved model into a layout: its GGUF header(s), or its config.json / params.json.
+
+    ``images``: images per sequence for cross-attention models (a GGUF's language model has none);
+    ``strict``: refuse a model the reader did not fully understand (NotUnderstoodError) instead of warning."""
+    if not source.is_gguf:
+        return read_checked(source.raw, source.model_id, source.describe(), images=images, strict=strict)
+    from kvplan.readers.gguf import read_model
+    from kvplan.readers.gguf_layout import read_gguf_layout
+
+    if images:
+        raise OptionError("images", f"{source.model_id} is a GGUF language model: it has no cross-attention layers")
+    layout = read_gguf_layout(read_model(source.files), source.model_id, source.describe())
+    if strict:
+        refuse_not_understood(source.model_id, layout.warnings)
+    return layout
+
+
 def load_model(model: str, *, revision: str | None = None, token: str | None = None) -> CacheLayout:
-    """Resolve ``model`` and read its config into a layout."""
-    source = resolve(model, revision=revision, token=token)
-    return read_config(source.raw, source.model_id, source.describe())
+    """Resolve ``model`` and read its config (or GGUF header) into a layout."""
+    return read_layout(resolve(model, revision=revision, token=token))
 
 
 def load_bundled(model: str) -> CacheLayout:
@@ -90,11 +119,15 @@ def resolve(model: str, *, revision: str | None = None, token: str | None = None
     text = model.strip()
     if not text:
         raise ModelNotFoundError(model, "empty model name; pass a Hub id (org/name) or a path")
+    if text.startswith("ollama:"):
+        return _from_ollama(text)
     path = _existing_path(text)
     if path is not None:
         return _from_path(text, path)
     if _looks_like_path(text):
-        raise ConfigFileError(text, "no such file or folder (pass a config.json / params.json or a folder)")
+        raise ConfigFileError(
+            text, "no such file or folder (pass a config.json / params.json, a .gguf file or a folder)"
+        )
     bundled = catalog.lookup(text)
     if bundled is not None:
         entry, alias = bundled
@@ -103,6 +136,13 @@ def resolve(model: str, *, revision: str | None = None, token: str | None = None
         note = f"same architecture as {alias}" if alias else ""
         raw = load_json_text(entry.read_text(), entry.location)
         return ModelSource(text, entry.model_id, "bundled", entry.location, raw, note)
+    if local_models.looks_like_ollama(text):
+        return _from_ollama(text)
+    if "/" not in text and local_models.plain_name(text):
+        # A bare name (``llama3``) is an Ollama name when the local store holds it.
+        found = local_models.find_ollama(text)
+        if found is not None:
+            return _ollama_source(found)
     _check_repo_id(text)
     if "/" not in text:
         return _outside_catalog(text, revision)
@@ -162,10 +202,28 @@ def _existing_path(text: str) -> Path | None:
     return path
 
 
+def _from_ollama(text: str) -> ModelSource:
+    found = local_models.find_ollama(text)
+    if found is None:
+        raise local_models.missing_ollama(text)
+    return _ollama_source(found)
+
+
+def _ollama_source(found: local_models.OllamaModel) -> ModelSource:
+    name = found.name.removeprefix("ollama:")
+    files = local_models.split_set(found.blob)
+    return ModelSource(found.name, name, "ollama", str(found.blob), None, files=tuple(map(str, files)))
+
+
+def _gguf_source(requested: str, files: tuple[Path, ...]) -> ModelSource:
+    stem = local_models.model_stem(files[0])
+    return ModelSource(requested, stem, "gguf", str(files[0]), None, files=tuple(map(str, files)))
+
+
 def _looks_like_path(text: str) -> bool:
     return (
         text.startswith((".", "/", "~"))
-        or text.endswith(".json")
+        or text.endswith((".json", ".gguf"))
         or text.count("/") > 1
         or (os.sep != "/" and os.sep in text)
     )
@@ -206,10 +264,21 @@ def _from_path(requested: str, path: Path) -> ModelSource:
             path = candidate
             break
         else:
-            raise ConfigFileError(str(path), "folder holds no config.json or params.json")
+            ggufs = local_models.folder_gguf(path)
+            if ggufs is None:
+                raise ConfigFileError(str(path), "folder holds no config.json, params.json or .gguf file")
+            return _gguf_source(requested, ggufs)
+    elif local_models.is_gguf_name(path) or (path_kind(path) is None and _has_gguf_magic(path)):
+        return _gguf_source(requested, local_models.split_set(path))
     text = read_text(path)
     name = path.parent.name if path.name in CONFIG_NAMES else path.stem
     return ModelSource(requested, name or requested, "path", str(path), load_json_text(text, str(path)))
+
+
+def _has_gguf_magic(path: Path) -> bool:
+    from kvplan.readers.gguf import is_gguf
+
+    return is_gguf(path)
 
 
 def hub_cache_dir() -> str:

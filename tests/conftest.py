@@ -22,6 +22,8 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("KVPLAN_CONFIG_DIR", str(home / "kvplan-config"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "xdg"))
     monkeypatch.delenv("KVPLAN_DEBUG", raising=False)
+    # An empty Ollama store: a developer's own ~/.ollama never answers a test.
+    monkeypatch.setenv("OLLAMA_MODELS", str(home / "ollama"))
     return home
 
 

@@ -11,7 +11,7 @@ from kvplan.errors import OptionError
 from kvplan.formula import attention_kind_name, default_context, valid_kv_heads, with_kv_heads
 from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.readers.context import ContextLimit, beyond_limit_note, context_limit
-from kvplan.resolve import ModelSource, resolve
+from kvplan.resolve import ModelSource, read_layout, resolve
 
 if TYPE_CHECKING:
     from kvplan.formula import CacheTypes
@@ -261,9 +261,9 @@ def pick_g(
     if gpu is None:
         raise OptionError("--gpu", _GPU_HINT)
     source = resolve(model, revision=revision, token=token)
-    from kvplan.readers.config import read_checked, refuse_not_understood
+    from kvplan.readers.config import refuse_not_understood
 
-    layout = read_checked(source.raw, source.model_id, source.describe(), images=images, strict=strict)
+    layout = read_layout(source, images=images, strict=strict)
     if ctx is None and scenario is not None:
         ctx, ctx_source = scenario.ctx, f"the {scenario.name} scenario"
     elif ctx is None:

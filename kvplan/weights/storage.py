@@ -298,6 +298,10 @@ def weight_bytes(layout: CacheLayout, *, dtype: str | None = None, kv_heads: int
     quantization_config when it has one, else the 16-bit serving dtype (as :func:`kvplan.formula.serving_dtype`:
     fp32 checkpoints are served in 16 bits).
     """
+    if layout.file_tensors:
+        from kvplan.weights.gguf import file_weight_bytes
+
+        return file_weight_bytes(layout, dtype=dtype, kv_heads=kv_heads)
     params = count_parameters(layout, kv_heads)
     notes = list(params.notes)
     fmt: WeightFormat | None
