@@ -75,7 +75,7 @@ def test_missing_path_is_a_file_error(tmp_path: Path) -> None:
 
 
 def test_folder_without_config(tmp_path: Path) -> None:
-    with pytest.raises(errors.ConfigFileError, match=r"no config\.json or params\.json"):
+    with pytest.raises(errors.ConfigFileError, match=r"no config\.json, params\.json or \.gguf file"):
         resolve(str(tmp_path))
 
 
