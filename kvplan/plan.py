@@ -79,6 +79,8 @@ class SizeReport:
     engine_sequence_bytes: int
     #: The model's context limit (None: the config states no length).
     context_limit: ContextLimit | None = None
+    #: Why that engine when none was named (a GGUF model: llama.cpp), else empty.
+    engine_note: str = ""
 
     @property
     def warnings(self) -> tuple[ConfigWarning, ...]:
@@ -88,7 +90,8 @@ class SizeReport:
     @property
     def notes(self) -> tuple[str, ...]:
         """The estimate's notes, and a warning when ctx passes the model's own maximum."""
-        out = list(self.estimate.notes)
+        out = [self.engine_note] if self.engine_note else []
+        out += self.estimate.notes
         note = beyond_limit_note(self.context_limit, self.estimate.ctx)
         if note:
             out.append(note)
@@ -115,7 +118,7 @@ def size(
     batch: int = 1,
     kv_cache_dtype: str = AUTO,
     kv_heads: int | None = None,
-    engine: str = "ideal",
+    engine: str | None = None,
     options: EngineOptions | None = None,
     k_dtype: str | None = None,
     v_dtype: str | None = None,
@@ -124,7 +127,8 @@ def size(
     images: int | None = None,
     strict: bool = False,
 ) -> SizeReport:
-    """Bytes per token, per sequence and in total for ``model`` at ``ctx`` x ``batch``, under ``engine``.
+    """Bytes per token, per sequence and in total for ``model`` at ``ctx`` x ``batch``, under ``engine``
+    (None: ``ideal``, or llama.cpp for a GGUF model).
 
     ``images``: images per sequence for cross-attention models (None: the default); ``strict``: refuse a
     config the reader did not fully understand (NotUnderstoodError) instead of answering with warnings."""
@@ -152,13 +156,14 @@ def size_of_layout(
     batch: int = 1,
     kv_cache_dtype: str = AUTO,
     kv_heads: int | None = None,
-    engine: str = "ideal",
+    engine: str | None = None,
     options: EngineOptions | None = None,
     k_dtype: str | None = None,
     v_dtype: str | None = None,
 ) -> SizeReport:
-    from kvplan.engines import get_engine
+    from kvplan.engines import engine_for, get_engine
 
+    engine, engine_note = engine_for(layout, engine)
     own = layout.kv_heads if layout.attention_layers else None
     if kv_heads is not None:
         layout = with_kv_heads(layout, kv_heads)
@@ -182,6 +187,7 @@ def size_of_layout(
         engine=costed,
         engine_sequence_bytes=single.deployment_bytes,
         context_limit=limit,
+        engine_note=engine_note,
     )
 
 
@@ -270,7 +276,7 @@ def capacity(
     kv_memory: int | None = None,
     gpu: str | None = None,
     max_model_len: int | None = None,
-    engine: str = "vllm",
+    engine: str | None = None,
     kv_cache_dtype: str = AUTO,
     kv_heads: int | None = None,
     options: EngineOptions | None = None,
@@ -284,11 +290,12 @@ def capacity(
     images: int | None = None,
     strict: bool = False,
 ) -> CapacityReport:
-    """Blocks, tokens and concurrency ``engine`` gets from ``kv_memory`` per GPU, or from a GPU's budget."""
+    """Blocks, tokens and concurrency ``engine`` (None: vLLM, or llama.cpp for a GGUF model) gets from
+    ``kv_memory`` per GPU, or from a GPU's budget."""
     from dataclasses import replace as dc_replace
     from fractions import Fraction
 
-    from kvplan.engines import EngineOptions, get_engine
+    from kvplan.engines import EngineOptions, engine_for, get_engine
     from kvplan.engines import capacity as engine_capacity
     from kvplan.readers.config import refuse_not_understood
 
@@ -298,6 +305,7 @@ def capacity(
         raise OptionError("--kv-memory", "give --kv-memory (e.g. 8GiB) or --gpu (e.g. h100), not both")
     source = resolve(model, revision=revision, token=token)
     layout = read_layout(source, images=images, strict=strict)
+    engine, engine_note = engine_for(layout, engine, "vllm")
     own = layout.kv_heads if layout.attention_layers else None
     if kv_heads is not None:
         layout = with_kv_heads(layout, kv_heads)
@@ -338,5 +346,7 @@ def capacity(
                 "(--num-gpus / --tensor-parallel-size) or a bigger GPU",
             )
     lines.append(f"max_model_len {length:,} ({length_source})")
+    if engine_note:
+        lines.append(engine_note)
     cap = engine_capacity(engine, layout, memory, length, kv_cache_dtype=kv_cache_dtype, opts=opts)
     return CapacityReport(source, layout, cap, tuple(lines), gpu_title, opts.tensor_parallel_size, own, weight_warnings)

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from kvplan import catalog, local_models
 from kvplan.catalog import CONFIG_NAMES, load_json_text
 from kvplan.errors import (
+    AmbiguousModelError,
     ConfigFileError,
     FileReadError,
     GatedModelError,
@@ -128,7 +129,12 @@ def resolve(model: str, *, revision: str | None = None, token: str | None = None
         raise ConfigFileError(
             text, "no such file or folder (pass a config.json / params.json, a .gguf file or a folder)"
         )
-    bundled = catalog.lookup(text)
+    try:
+        bundled = catalog.lookup(text)
+    except AmbiguousModelError as err:
+        if "/" not in text and local_models.plain_name(text) and local_models.find_ollama(text) is not None:
+            err.add_hint(f"the Ollama store has {text}: pass ollama:{text} for it")
+        raise
     if bundled is not None:
         entry, alias = bundled
         if revision is not None:

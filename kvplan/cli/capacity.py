@@ -46,8 +46,11 @@ def capacity(
     gpu: GpuOpt = None,
     ctx: CtxOpt = None,
     engine: Annotated[
-        str, typer.Option("--engine", help="vllm (default), sglang, llama.cpp, trtllm, hf or ideal.")
-    ] = "vllm",
+        str | None,
+        typer.Option(
+            "--engine", help="vllm (default), sglang, llama.cpp (the default for a GGUF model), trtllm, hf or ideal."
+        ),
+    ] = None,
     kv_cache_dtype: KvDtypeOpt = "auto",
     kv_heads: KvHeadsOpt = None,
     tensor_parallel_size: TpOpt = None,

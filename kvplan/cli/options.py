@@ -99,11 +99,11 @@ TokenOpt = Annotated[
 
 
 EngineOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--engine",
-        help="Whose accounting: ideal (what the architecture must keep), vllm, sglang, llama.cpp, "
-        "trtllm or hf (transformers).",
+        help="Whose accounting: ideal (what the architecture must keep; the default), vllm, sglang, llama.cpp "
+        "(the default for a GGUF model), trtllm or hf (transformers).",
     ),
 ]
 

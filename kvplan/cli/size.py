@@ -36,7 +36,7 @@ def size(
     batch: BatchOpt = "1",
     kv_cache_dtype: KvDtypeOpt = "auto",
     kv_heads: KvHeadsOpt = None,
-    engine: EngineOpt = "ideal",
+    engine: EngineOpt = None,
     tensor_parallel_size: TpOpt = None,
     pipeline_parallel_size: PpOpt = 1,
     block_size: BlockOpt = None,

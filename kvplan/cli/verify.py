@@ -69,7 +69,7 @@ def verify(
     kv_heads: Annotated[
         str | None, typer.Option("--kv-heads", help="G, or a list (64,8,1): one plan and one decode timing per G.")
     ] = None,
-    engine: EngineOpt = "ideal",
+    engine: EngineOpt = None,
     tensor_parallel_size: Annotated[
         int,
         typer.Option(
@@ -216,7 +216,7 @@ def _rank_plan(
     batch: str | None,
     kv_dtype: str,
     kv_heads: str | None,
-    engine: str,
+    engine: str | None,
     sizes: tuple[int, int],
 ) -> VerifyPlan:
     from kvplan.engines import EngineOptions
@@ -246,7 +246,7 @@ def _verify_ranks(
     batch: str | None,
     kv_dtype: str,
     kv_heads: str | None,
-    engine: str,
+    engine: str | None,
     sizes: tuple[int, int],
     gpu: str | None,
     max_bytes: str | None,

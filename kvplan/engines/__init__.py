@@ -29,7 +29,7 @@ from kvplan.engines.base import (
 from kvplan.engines.hf import HFEngine
 from kvplan.engines.ideal import ideal_capacity
 from kvplan.engines.llamacpp import LlamaCppEngine, llamacpp_capacity
-from kvplan.engines.registry import ENGINE_CLASSES, ENGINES, capacity, get_engine
+from kvplan.engines.registry import ENGINE_CLASSES, ENGINES, capacity, engine_for, get_engine
 from kvplan.engines.sglang import SGLangEngine, sglang_capacity
 from kvplan.engines.trtllm import TRTLLMEngine, trtllm_capacity
 from kvplan.engines.vllm import VLLMEngine, vllm_capacity
@@ -51,6 +51,7 @@ __all__ = [
     "capacity",
     "cdiv",
     "check_tp",
+    "engine_for",
     "fp8_indexer_token_bytes",
     "get_engine",
     "heads_per_rank",

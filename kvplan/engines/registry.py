@@ -26,6 +26,23 @@ ENGINE_CLASSES: dict[str, type[Engine]] = {
 }
 
 
+#: The engine a model file's format implies when none is asked for: GGUF files are llama.cpp's (and Ollama's,
+#: which runs llama.cpp).
+GGUF_ENGINE = "llama.cpp"
+GGUF_ENGINE_NOTE = (
+    "GGUF model: planned with llama.cpp's accounting, the engine that runs GGUF files (name another engine to compare)"
+)
+
+
+def engine_for(layout: CacheLayout, engine: str | None, default: str = "ideal") -> tuple[str, str]:
+    """The engine to plan with, and a note when the model's format chose it (a GGUF file: llama.cpp)."""
+    if engine is not None:
+        return engine, ""
+    if layout.file_tensors:
+        return GGUF_ENGINE, GGUF_ENGINE_NOTE
+    return default, ""
+
+
 def get_engine(name: str) -> Engine:
     key = name.strip().lower()
     aliases = {

@@ -165,7 +165,7 @@ def fit(
     batch: int | Sequence[int] = 1,
     kv_cache_dtype: str = "auto",
     kv_heads: int | None = None,
-    engine: str = "ideal",
+    engine: str | None = None,
     tensor_parallel_size: int | None = None,
     num_gpus: int | None = None,
     utilization: float = 0.90,
@@ -219,17 +219,18 @@ def fit_for_layout(
     *,
     kv_cache_dtype: str = "auto",
     kv_heads: int | None = None,
-    engine: str = "ideal",
+    engine: str | None = None,
     tensor_parallel_size: int | None = None,
     utilization: float = 0.90,
     reserve_bytes: int | None = None,
     weights_dtype: str | None = None,
     ctx_source: str = "--ctx",
 ) -> FitReport:
-    """:func:`fit` for a layout already read."""
-    from kvplan.engines import get_engine
+    """:func:`fit` for a layout already read (``engine`` None: ideal, or llama.cpp for a GGUF model)."""
+    from kvplan.engines import engine_for, get_engine
     from kvplan.weights import weight_bytes
 
+    engine, engine_note = engine_for(layout, engine)
     ctxs, batches = _as_counts(ctx, "--ctx"), _as_counts(batch, "--batch")
     gpu, tp = tensor_parallel(gpu, tensor_parallel_size)
     hw = _Hardware(get_engine(engine), gpu, utilization, _reserve(reserve_bytes))
@@ -273,7 +274,8 @@ def fit_for_layout(
                     max_ctx_by_memory=there,
                 )
             )
-    notes = list(weights.notes)
+    notes = [engine_note] if engine_note else []
+    notes += weights.notes
     beyond = beyond_limit_note(model_limit, max(ctxs))
     if beyond:
         notes.append(beyond)

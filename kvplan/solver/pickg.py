@@ -235,7 +235,7 @@ def pick_g(
     ctx: int | Sequence[int] | None = None,
     batch: int | Sequence[int] | None = None,
     kv_cache_dtype: str = "auto",
-    engine: str = "ideal",
+    engine: str | None = None,
     tensor_parallel_size: int | None = None,
     num_gpus: int | None = None,
     utilization: float = 0.90,
@@ -313,7 +313,7 @@ def pick_g_for_layout(
     batch: int | Sequence[int],
     *,
     kv_cache_dtype: str = "auto",
-    engine: str = "ideal",
+    engine: str | None = None,
     tensor_parallel_size: int | None = None,
     utilization: float = 0.90,
     reserve_bytes: int | None = None,
@@ -324,10 +324,12 @@ def pick_g_for_layout(
     scenario_changes: tuple[str, ...] = (),
     ctx_source: str = "--ctx",
 ) -> PickGReport:
-    """:func:`pick_g` for a layout already read. ``ways=False`` skips the ways to reach a G (single cell only)."""
-    from kvplan.engines import EngineOptions, get_engine
+    """:func:`pick_g` for a layout already read. ``ways=False`` skips the ways to reach a G (single cell only);
+    ``engine`` None is ideal, or llama.cpp for a GGUF model."""
+    from kvplan.engines import EngineOptions, engine_for, get_engine
     from kvplan.weights import weight_bytes
 
+    engine, engine_note = engine_for(layout, engine)
     ctxs, batches = _as_counts(ctx, "--ctx"), _as_counts(batch, "--batch")
     gpu, tp = tensor_parallel(gpu, tensor_parallel_size)
     hw = _Hardware(get_engine(engine), gpu, utilization, _reserve(reserve_bytes))
@@ -396,7 +398,8 @@ def pick_g_for_layout(
         cells=cells,
         ways=report_ways,
         charts=charts,
-        notes=_pick_notes(choices, own, tp, types, gpu, beyond_limit_note(model_limit, max(ctxs))),
+        notes=((engine_note,) if engine_note else ())
+        + _pick_notes(choices, own, tp, types, gpu, beyond_limit_note(model_limit, max(ctxs))),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from kvplan.engines import EngineEstimate, EngineOptions, LayerCost, get_engine
+from kvplan.engines import EngineEstimate, EngineOptions, LayerCost, engine_for, get_engine
 from kvplan.errors import KvplanError
 from kvplan.formula import check_positive, with_kv_heads
 from kvplan.layout import CacheLayout
@@ -126,7 +126,7 @@ def plan_for_model(
     batch: int = 1,
     kv_cache_dtype: str = "auto",
     kv_heads: int | None = None,
-    engine: str = "ideal",
+    engine: str | None = None,
     opts: EngineOptions | None = None,
     weights: bool = True,
     probe: bool = True,
@@ -139,6 +139,7 @@ def plan_for_model(
     from kvplan.resolve import load_model
 
     layout = load_model(model) if isinstance(model, str) else model
+    engine, _ = engine_for(layout, engine)  # a GGUF model: llama.cpp unless another engine is named
     opts = opts or EngineOptions()
     own = layout
     if kv_heads is not None:
