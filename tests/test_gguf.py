@@ -309,3 +309,91 @@ def test_json_is_not_read_as_gguf(tmp_path: Path) -> None:
     config.write_text(json.dumps(llama().hf_config))
     assert not resolve(str(config)).is_gguf
     assert load_model(str(config)).layers == read_config(load_json_text(config.read_text(), "x"), "m").layers
+
+
+# ----------------------------------------------------------------------------------------------------------
+# More families and the weights what-ifs
+
+
+def test_gemma3n_shared_kv(tmp_path: Path) -> None:
+    # 30 layers, pattern 5 (layer il slides when il % 5 < 4); llama.cpp caches the first 20 layers only
+    # (llama-kv-cache.cpp n_layer_cache = 20) and layers 20.. reuse the last earlier layer of their kind.
+    from tests.gguf_fixtures import _common, _decoder
+
+    meta = _common("gemma3n", 30, 256, 4, 1, 32768)
+    meta.update({"gemma3n.attention.key_length": 64, "gemma3n.attention.sliding_window": 512})
+    fx = Fixture("gemma3n", meta, _decoder(30, 256, 4, 1, 64, 64, 256, tied=True))
+    layout = _layout(write_gguf(tmp_path / "g3n.gguf", fx)[0])
+    kinds = [layer.kind for layer in layout.layers]
+    assert [i for i, k in enumerate(kinds[:20]) if k is LayerKind.FULL] == [4, 9, 14, 19]
+    assert kinds[20:] == [LayerKind.SHARED] * 10
+    assert {layout.layers[i].shares_with for i in range(20, 30) if (i % 5) == 4} == {19}
+    assert {layout.layers[i].shares_with for i in range(20, 30) if (i % 5) != 4} == {18}
+
+
+def test_nemotron_h_mlp_blocks_cache_nothing(tmp_path: Path) -> None:
+    # head_count_kv 0 and feed_forward_length 0: Mamba2; head_count_kv 0 with an MLP width: an MLP block.
+    from tests.gguf_fixtures import _common
+
+    kv = [0, 0, 2, 0]
+    meta = _common("nemotron_h", 4, 256, 8, kv, 8192)
+    meta.update(
+        {
+            "nemotron_h.feed_forward_length": [0, 512, 0, 512],
+            "nemotron_h.attention.key_length": 32,
+            "nemotron_h.ssm.conv_kernel": 4,
+            "nemotron_h.ssm.inner_size": 512,
+            "nemotron_h.ssm.state_size": 64,
+            "nemotron_h.ssm.group_count": 2,
+            "nemotron_h.ssm.time_step_rank": 8,
+        }
+    )
+    fx = Fixture("nemotron_h", meta, [("token_embd.weight", (256, 256), "Q8_0")])
+    layout = _layout(write_gguf(tmp_path / "nh.gguf", fx)[0])
+    assert [layer.kind for layer in layout.layers] == [
+        LayerKind.STATE,
+        LayerKind.NONE,
+        LayerKind.FULL,
+        LayerKind.NONE,
+    ]
+    # Mamba2: conv over inner + 2 x groups x state = 512 + 256 channels; SSM state 8 heads x 64 x 64
+    assert [(s.name, s.shape) for s in layout.layers[0].state] == [("conv", (768, 3)), ("ssm", (8, 64, 64))]
+    assert layout.warnings == ()
+
+
+def test_kv_heads_what_if_shrinks_kv_projections(written: dict[str, Path]) -> None:
+    layout = _layout(written["llama"])
+    full = weight_bytes(layout).bytes_total
+    # llama fixture: attn_k Q4_K (144 B per 256 values), attn_v Q6_K (210 B per 256), rows of 256 inputs,
+    # 32 rows per KV head; G 2 -> 1 drops 32 rows of each in each of 4 layers.
+    assert weight_bytes(layout, kv_heads=1).bytes_total == full - 4 * 32 * (144 + 210)
+    assert weight_bytes(layout, kv_heads=8).bytes_total == full + 4 * 6 * 32 * (144 + 210)
+
+
+def test_explicit_dtype_reprices_the_tensors(written: dict[str, Path]) -> None:
+    fx = FAMILIES["llama"]()
+    params = sum(int.__mul__(*((*s, 1)[:2])) for _, s, _ in fx.tensors)
+    assert weight_bytes(_layout(written["llama"]), dtype="bf16").bytes_total == 2 * params
+
+
+def test_too_many_layers_is_refused(tmp_path: Path) -> None:
+    fx = llama()
+    fx.metadata["llama.block_count"] = 5000
+    with pytest.raises(ConfigError, match="more than kvplan accepts"):
+        _layout(write_gguf(tmp_path / "deep.gguf", fx)[0])
+
+
+def test_fifo_named_gguf_does_not_hang(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "pipe.gguf"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigFileError, match="not a regular file"):
+        load_model(str(fifo))
+
+
+def test_alignment_must_be_a_power_of_two(tmp_path: Path) -> None:
+    fx = llama()
+    fx.metadata["general.alignment"] = 24
+    with pytest.raises(ConfigFileError, match="power of 2"):
+        read_header(write_gguf(tmp_path / "al.gguf", fx)[0])

@@ -346,8 +346,9 @@ def parse_header(buf: mmap.mmap | bytes, path: str) -> GgufHeader:
         metadata[key] = _read_value(cur, key, cur.u32(f"value type of {key}"))
     tensors = tuple(_read_tensor(cur, i) for i in range(n_tensors))
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-    if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0 or alignment % 8:
-        raise cur.fail(f"general.alignment = {alignment!r}, expected a positive multiple of 8")
+    # gguf.cpp: "alignment ... is not a power of 2" is an error there too.
+    if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+        raise cur.fail(f"general.alignment = {alignment!r}, expected a power of 2")
     data_offset = -(-cur.pos // alignment) * alignment
     header = GgufHeader(path, version, big_endian, metadata, tensors, alignment, data_offset, cur.size)
     _check_tensor_data(cur, header)

@@ -38,6 +38,7 @@ from kvplan.layout import (
     attention_layer,
     mla_layer,
 )
+from kvplan.limits import MAX_COUNT, MAX_HEADS, MAX_LAYERS
 from kvplan.readers.gguf import GgufArray, GgufModel, Value
 
 #: ``<arch>.`` keys llama.cpp reads for the compute graph or the weights only: they cannot change what the KV
@@ -121,40 +122,51 @@ class Meta:
     def error(self, quantity: str, name: str, problem: str) -> ConfigError:
         return ConfigError(self.model, quantity, (self.key(name),), problem)
 
-    def _int(self, quantity: str, name: str, value: Value, minimum: int) -> int:
+    def _int(self, quantity: str, name: str, value: Value, minimum: int, maximum: int = MAX_COUNT) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             shown = value.type_name if isinstance(value, GgufArray) else f"{value!r}"
             raise self.error(quantity, name, f"{shown} ({type(value).__name__}), expected a whole number")
         if value < minimum:
             raise self.error(quantity, name, f"{value}, must be at least {minimum}")
+        if value > maximum:
+            raise self.error(quantity, name, f"{value:,}, more than kvplan accepts ({maximum:,})")
         return value
 
-    def integer(self, quantity: str, name: str, *, minimum: int = 1, default: int | None = None) -> int:
+    def integer(
+        self, quantity: str, name: str, *, minimum: int = 1, default: int | None = None, maximum: int = MAX_COUNT
+    ) -> int:
         value = self.get(name)
         if value is None:
             if default is None:
                 raise self.error(quantity, name, "missing")
             return default
-        return self._int(quantity, name, value, minimum)
+        return self._int(quantity, name, value, minimum, maximum)
 
     def optional_integer(self, quantity: str, name: str, *, minimum: int = 1) -> int | None:
         value = self.get(name)
         return None if value is None else self._int(quantity, name, value, minimum)
 
     def per_layer(
-        self, quantity: str, name: str, layers: int, default: Sequence[int], *, minimum: int = 0
+        self,
+        quantity: str,
+        name: str,
+        layers: int,
+        default: Sequence[int],
+        *,
+        minimum: int = 0,
+        maximum: int = MAX_COUNT,
     ) -> list[int]:
         """A scalar for every layer, or one value per layer (llama.cpp's ``get_key_or_arr``)."""
         value = self.get(name)
         if value is None:
             return list(default)
         if not isinstance(value, GgufArray):
-            return [self._int(quantity, name, value, minimum)] * layers
+            return [self._int(quantity, name, value, minimum, maximum)] * layers
         if value.values is None:
             raise self.error(quantity, name, f"{value.type_name} of {value.count:,} items was not read")
         if value.count != layers:
             raise self.error(quantity, name, f"has {value.count} entries for {layers} layers")
-        return [self._int(quantity, name, v, minimum) for v in value.values]
+        return [self._int(quantity, name, v, minimum, maximum) for v in value.values]
 
     def flags(self, quantity: str, name: str, layers: int) -> list[bool] | None:
         """A per-layer bool array, or None when absent."""
@@ -199,11 +211,11 @@ class Shape:
 
 
 def read_shape(m: Meta, rules: list[str]) -> Shape:
-    layers = m.integer("layers", "block_count")
+    layers = m.integer("layers", "block_count", maximum=MAX_LAYERS)
     hidden = m.integer("hidden size", "embedding_length")
-    heads = m.per_layer("query heads", "attention.head_count", layers, [0] * layers)
+    heads = m.per_layer("query heads", "attention.head_count", layers, [0] * layers, maximum=MAX_HEADS)
     # llama-model.cpp load_hparams: "n_head_kv is optional, default to n_head".
-    kv_heads = m.per_layer("KV heads", "attention.head_count_kv", layers, heads)
+    kv_heads = m.per_layer("KV heads", "attention.head_count_kv", layers, heads, maximum=MAX_HEADS)
     if not m.has("attention.head_count_kv") and any(heads):
         rules.append("no head_count_kv: KV heads = query heads (llama.cpp's default)")
     for i, (h, g) in enumerate(zip(heads, kv_heads, strict=True)):
