@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from gguf import GGML_QUANT_SIZES, GGUFReader, GGUFValueType
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kvplan.catalog import load_json_text
 from kvplan.errors import ConfigError, ConfigFileError, KvplanError
@@ -397,3 +399,39 @@ def test_alignment_must_be_a_power_of_two(tmp_path: Path) -> None:
     fx.metadata["general.alignment"] = 24
     with pytest.raises(ConfigFileError, match="power of 2"):
         read_header(write_gguf(tmp_path / "al.gguf", fx)[0])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fuzzing: a corrupted header is one clean error, never a traceback or a hang
+
+_FUZZ_SEED: dict[str, bytes] = {}
+
+
+def _seed_bytes() -> bytes:
+    if "llama" not in _FUZZ_SEED:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            fx = llama()
+            _FUZZ_SEED["llama"] = write_gguf(Path(tmp) / "seed.gguf", Fixture("llama", fx.metadata, fx.tensors[:6]))[
+                0
+            ].read_bytes()
+    return _FUZZ_SEED["llama"]
+
+
+@given(st.lists(st.tuples(st.integers(0, 4095), st.integers(0, 255)), min_size=1, max_size=8), st.booleans())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_fuzzed_header_fails_clean(tmp_path: Path, edits: list[tuple[int, int]], truncate: bool) -> None:
+    data = bytearray(_seed_bytes())
+    header_end = min(len(data), 4096)
+    for pos, value in edits:
+        data[pos % header_end] = value
+    if truncate:
+        data = data[: edits[0][0] % header_end]
+    path = tmp_path / "fuzz.gguf"
+    path.write_bytes(bytes(data))
+    try:
+        layout = load_model(str(path))
+    except KvplanError:
+        return
+    assert layout.num_layers >= 1
