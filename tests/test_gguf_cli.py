@@ -242,3 +242,20 @@ def test_gguf_size_imports_nothing_heavy(gemma2_file: Path) -> None:
     modules = loaded_modules("size", str(gemma2_file))
     for heavy in ("torch", "transformers", "numpy", "gguf", "huggingface_hub.file_download"):
         assert heavy not in modules, heavy
+
+
+def test_unread_gguf_key_warns_and_strict_refuses(tmp_path: Path) -> None:
+    from tests.gguf_fixtures import llama
+
+    fx = llama()
+    fx.metadata["llama.attention.sliding_window"] = 4096  # llama.cpp's llama arch reads no window
+    path = str(write_gguf(tmp_path / "w.gguf", fx)[0])
+    code, out, err = run("size", path, "--ctx", "1000")
+    assert code == 0
+    assert "llama.attention.sliding_window" in err and "may be wrong" in err
+    data = run_json("size", path, "--ctx", "1000")
+    assert [w["key"] for w in data["warnings"]] == ["llama.attention.sliding_window"]  # type: ignore[attr-defined]
+    code, out, err = run("size", path, "--ctx", "1000", "--strict")
+    assert code == 2
+    assert out == ""
+    assert "llama.attention.sliding_window" in err
