@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -42,15 +43,22 @@ def python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def median_seconds(command: list[str], runs: int) -> tuple[float, float, float]:
+def _child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def median_seconds(command: list[str], runs: int) -> tuple[float, float, float, float]:
+    """Wall-clock median, min, max, and the median CPU time (user + sys: what a loaded machine inflates least)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     subprocess.run(command, check=True, capture_output=True, env=env)  # warm-up: .pyc files, page cache
-    times = []
+    times, cpu = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), _child_cpu()
         subprocess.run(command, check=True, capture_output=True, env=env)
         times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times), max(times)
+        cpu.append(_child_cpu() - start_cpu)
+    return statistics.median(times), min(times), max(times), statistics.median(cpu)
 
 
 def main() -> int:
@@ -77,9 +85,10 @@ def main() -> int:
         )
     results = [(name, *median_seconds(cmd, args.runs)) for name, cmd in rows]
     print(f"GGUF input, median of {args.runs} runs after one warm-up ({sys.platform}, {os.cpu_count()} CPUs)")
-    print(f"{'command':<66} {'median s':>9} {'min s':>7} {'max s':>7}")
-    for name, med, lo, hi in results:
-        print(f"{name:<66} {med:>9.3f} {lo:>7.3f} {hi:>7.3f}")
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    print(f"{'command':<66} {'median s':>9} {'min s':>7} {'max s':>7} {'cpu s':>7}")
+    for name, med, lo, hi, cpu in results:
+        print(f"{name:<66} {med:>9.3f} {lo:>7.3f} {hi:>7.3f} {cpu:>7.3f}")
     gguf_s, config_s = results[0][1], results[1][1]
     ratio = gguf_s / config_s
     print(
