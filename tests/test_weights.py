@@ -577,3 +577,45 @@ def test_oracle_synthetic(name: str, tmp_path: Path) -> None:
     layout = _load(tmp_path, config)
     assert count_parameters(layout).exact == (not name.endswith("_estimate"))
     _check(layout, transformers_param_count(config))
+
+
+def test_nemotron_h_block_list_counts_as_its_pattern() -> None:
+    """Nemotron-3 states layers_block_type instead of hybrid_override_pattern (NemotronHConfig._list_to_pattern):
+    both spellings of one model count the same weights; a list of the wrong length is a ConfigError, not a crash
+    (found by tests/test_fuzz.py)."""
+    import json as _json
+
+    from kvplan.errors import ConfigError
+    from kvplan.readers.config import read_config
+    from kvplan.weights import weight_bytes
+
+    base = {
+        "model_type": "nemotron_h",
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "hidden_size": 512,
+        "intermediate_size": 2048,
+        "mamba_num_heads": 16,
+        "mamba_head_dim": 64,
+        "n_groups": 2,
+        "ssm_state_size": 16,
+        "conv_kernel": 4,
+        "expand": 2,
+        "n_routed_experts": 8,
+        "n_shared_experts": 1,
+        "moe_intermediate_size": 256,
+        "moe_shared_expert_intermediate_size": 256,
+        "num_experts_per_tok": 2,
+        "max_position_embeddings": 8192,
+        "vocab_size": 1000,
+        "torch_dtype": "bfloat16",
+    }
+    blocks = ["mamba", "moe", "mamba", "attention", "mamba", "mlp", "mamba", "attention"]
+    listed = read_config(_json.loads(_json.dumps({**base, "layers_block_type": blocks})), "listed")
+    patterned = read_config({**base, "num_hidden_layers": 8, "hybrid_override_pattern": "MEM*M-M*"}, "patterned")
+    assert weight_bytes(listed).bytes_total == weight_bytes(patterned).bytes_total
+    odd = read_config({**base, "layers_block_type": [*blocks[:-1], "mamba"]}, "odd")
+    odd.raw["layers_block_type"] = ["mamba", "gated_delta"] * 4  # what no rule knows
+    with pytest.raises(ConfigError, match="layers_block_type"):
+        weight_bytes(odd)

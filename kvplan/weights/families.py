@@ -160,7 +160,7 @@ def nemotron_h(c: _Config) -> _Counted:
     """Rule nemotron_h_pattern (NemotronHForCausalLM): one RMSNorm and one mixer per block, the mixer by
     hybrid_override_pattern: M = Mamba2, * = attention (q, k, v, o; attention_bias), - = a plain relu2
     MLP (up, down; mlp_bias), E = MoE (non-gated experts, router, shared expert, optional latent)."""
-    pattern = str(c.f.peek("hybrid_override_pattern", ""))
+    pattern = _nemotron_h_pattern(c)
     h = c.hidden
     t = _Tensors()
     tied = _tied(c)
@@ -185,6 +185,37 @@ def nemotron_h(c: _Config) -> _Counted:
             _moe(t, h, _moe_block(c, experts))
     t.norm("norm_f", h)
     return _Counted("Nemotron-H hybrid", t.freeze(), tied)
+
+
+#: NemotronHConfig._list_to_pattern (transformers configuration_nemotron_h.py), with the legacy names that
+#: remap_legacy_layer_types (configuration_utils.py) turns into them.
+_NEMOTRON_H_BLOCKS = {
+    "linear_attention": "M",
+    "mamba": "M",
+    "full_attention": "*",
+    "attention": "*",
+    "mlp": "-",
+    "moe": "E",
+}
+
+
+def _nemotron_h_pattern(c: _Config) -> str:
+    """hybrid_override_pattern, or the same letters from layers_block_type (Nemotron-3 states only the list);
+    one letter per layer, else a ConfigError naming the key."""
+    pattern = str(c.f.peek("hybrid_override_pattern", ""))
+    key = "hybrid_override_pattern"
+    blocks = c.f.peek("layers_block_type", None)
+    if not pattern and isinstance(blocks, list):
+        key = "layers_block_type"
+        unknown = [b for b in blocks if not isinstance(b, str) or b not in _NEMOTRON_H_BLOCKS]
+        if unknown:
+            raise ConfigError(c.f.model, "layer pattern", (key,), f"unknown block types {unknown[:3]!r}")
+        pattern = "".join(_NEMOTRON_H_BLOCKS[b] for b in blocks)
+    if len(pattern) != len(c.layout.layers):
+        raise ConfigError(
+            c.f.model, "layer pattern", (key,), f"has {len(pattern)} entries for {len(c.layout.layers)} layers"
+        )
+    return pattern
 
 
 def gemma3n(c: _Config) -> _Counted:
