@@ -37,6 +37,7 @@ from kvplan.cli.options import (
     _count,
     _reserve,
 )
+from kvplan.engines.registry import engine_help
 
 
 @app.command()
@@ -47,9 +48,7 @@ def capacity(
     ctx: CtxOpt = None,
     engine: Annotated[
         str | None,
-        typer.Option(
-            "--engine", help="vllm (default), sglang, llama.cpp (the default for a GGUF model), trtllm, hf or ideal."
-        ),
+        typer.Option("--engine", help=f"{engine_help(default='vllm')}."),
     ] = None,
     kv_cache_dtype: KvDtypeOpt = "auto",
     kv_heads: KvHeadsOpt = None,

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from kvplan.engines.registry import engine_help
+
 
 class Units(StrEnum):
     iec = "iec"
@@ -102,8 +104,7 @@ EngineOpt = Annotated[
     str | None,
     typer.Option(
         "--engine",
-        help="Whose accounting: ideal (what the architecture must keep; the default), vllm, sglang, llama.cpp "
-        "(the default for a GGUF model), trtllm or hf (transformers).",
+        help=f"Whose accounting: {engine_help()}.",
     ),
 ]
 

@@ -7,11 +7,12 @@ the largest GPU and the whole deployment, and explain what the engine adds over 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from typing import TYPE_CHECKING, ClassVar
 
-from kvplan.engines.budget import KvBudget, total_fraction_budget, weights_and_reserve
 from kvplan.errors import OptionError
 from kvplan.formula import (
     CacheEstimate,
@@ -28,6 +29,10 @@ from kvplan.formula import (
     token_bytes,
 )
 from kvplan.layout import CacheLayout, LayerKind, LayerSpec, StateTensor
+
+if TYPE_CHECKING:
+    from kvplan.engines.budget import KvBudget
+    from kvplan.engines.tensors import LayerTensors
 
 
 def cdiv(a: int, b: int) -> int:
@@ -240,11 +245,20 @@ def tp_rule(layout: CacheLayout, tp: int) -> list[str]:
     return rules
 
 
-class Engine:
-    """The ideal accounting: what the architecture must keep. Subclasses override the rules that differ."""
+class Engine(ABC):
+    """An engine: the per-layer rules below are the ideal accounting (what the architecture must keep), which an
+    engine overrides where it differs. What no engine may leave to a default is abstract: how it turns a memory
+    budget into blocks / tokens (:meth:`capacity`), how much of a GPU it sets aside (:meth:`kv_budget`) and the
+    tensors it allocates (:meth:`stage_tensors`, what ``kvplan verify`` builds). The registry refuses a class that
+    lacks one (engines/registry.py)."""
 
-    name = "ideal"
-    summary = "what the architecture must keep: windows capped at the window, no paging, no padding"
+    #: The name ``--engine`` takes; ``aliases`` are other spellings it accepts.
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: One line: what this engine's accounting is.
+    summary: ClassVar[str]
+    #: How ``--help`` lists it: the name, and a word on it when the name alone does not say.
+    label: ClassVar[str]
     #: Whether --tensor-parallel-size means anything for this engine (pipeline stages always split layers).
     shards_heads = True
     #: Engines that run in one process accept neither tp nor pp.
@@ -302,12 +316,25 @@ class Engine:
     def facts(self, layout: CacheLayout, ctx: int, opts: EngineOptions) -> dict[str, int]:
         return {}
 
+    # -- what every engine states (abstract: no default) -----------------------------------------------------
+
+    @abstractmethod
     def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
-        """KV memory per GPU: ``ceil(usable x fraction) - weights - reserve``, the fraction a share of the whole
-        GPU (vLLM's request_memory, vllm/v1/worker/utils.py; SGLang's mem_fraction_static; llama.cpp and
-        transformers take what is asked)."""
-        terms = weights_and_reserve(weights, reserve)
-        return total_fraction_budget(self.name, usable, fraction, terms, "a share of the whole GPU")
+        """KV memory per GPU from a GPU of ``usable`` bytes holding ``weights`` and ``reserve``, at ``fraction``
+        (--gpu-memory-utilization), with the arithmetic (engines/budget.py)."""
+
+    @abstractmethod
+    def capacity(
+        self, layout: CacheLayout, kv_memory: int, max_model_len: int, kv_cache_dtype: str, opts: EngineOptions
+    ) -> Capacity:
+        """Blocks / tokens / concurrency this engine makes of ``kv_memory`` bytes per GPU, computed its way."""
+
+    @abstractmethod
+    def stage_tensors(
+        self, stage: Sequence[LayerSpec], ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
+    ) -> list[LayerTensors]:
+        """The tensors one GPU of a pipeline stage allocates for ``batch`` sequences of ``ctx`` tokens (layers as
+        :meth:`stage_layers` gives them), built from the specs and this engine's rules, not from its estimate."""
 
     # -- assembly ----------------------------------------------------------------------------------------------
 

@@ -101,3 +101,12 @@ def free_fraction_budget(
 def weights_and_reserve(weights: int, reserve: int) -> tuple[BudgetTerm, BudgetTerm]:
     """The two terms every engine subtracts: the weights on this GPU and the reserve for activations."""
     return BudgetTerm("weights", weights), BudgetTerm("reserve", reserve)
+
+
+def whole_gpu_budget(engine: str, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
+    """The common rule: ``ceil(usable x fraction) - weights - reserve``, the fraction a share of the whole GPU."""
+    return total_fraction_budget(engine, usable, fraction, weights_and_reserve(weights, reserve), WHOLE_GPU)
+
+
+#: The source line of the whole-GPU rule.
+WHOLE_GPU = "a share of the whole GPU"

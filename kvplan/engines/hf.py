@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from fractions import Fraction
 
-from kvplan.engines.base import Engine, EngineOptions
+from kvplan.engines.base import Capacity, Engine, EngineOptions
+from kvplan.engines.budget import KvBudget, whole_gpu_budget
+from kvplan.engines.ideal import bhsd_layer, ideal_capacity
+from kvplan.engines.tensors import LayerTensors
 from kvplan.formula import CacheTypes, resolve_types
 from kvplan.layout import CacheLayout, LayerKind, LayerSpec
 
@@ -35,6 +40,8 @@ class HFEngine(Engine):
     """
 
     name = "hf"
+    aliases = ("transformers",)
+    label = "hf (transformers)"
     summary = "transformers DynamicCache: sliding layers keep window - 1 tokens, fp32 recurrent state"
     single_process = True
 
@@ -104,3 +111,20 @@ class HFEngine(Engine):
         if self.broadcasts_heads(layout):
             out.append("Falcon new decoder architecture: K/V broadcast to every query head before caching")
         return out
+
+    def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
+        """transformers allocates as it goes; the plan keeps the whole-GPU rule, ceil(usable x fraction) - weights
+        - reserve."""
+        return whole_gpu_budget(self.name, usable, weights, reserve, fraction)
+
+    def capacity(
+        self, layout: CacheLayout, kv_memory: int, max_model_len: int, kv_cache_dtype: str, opts: EngineOptions
+    ) -> Capacity:
+        """No pool and no blocks: as many sequences as their DynamicCache tensors fit (the ideal arithmetic)."""
+        return ideal_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+
+    def stage_tensors(
+        self, stage: Sequence[LayerSpec], ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
+    ) -> list[LayerTensors]:
+        """DynamicCache: [batch, kv_heads, seq, head_dim] for K and for V (MLA: keys latent, values rope)."""
+        return [bhsd_layer(self, layer, ctx, batch, types, opts) for layer in stage]

@@ -1,12 +1,16 @@
-"""The ideal engine's capacity: no pool and no blocks, what the architecture must keep."""
+"""``ideal``: what the architecture must keep: windows capped at the window, no paging, no padding, no pool."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
 
 from kvplan.engines.base import Capacity, Engine, EngineOptions, _sum_slot_bytes
+from kvplan.engines.budget import KvBudget, whole_gpu_budget
+from kvplan.engines.tensors import LayerTensors, kv_pair, mla_latent, row, state_tensors
 from kvplan.errors import OptionError
-from kvplan.layout import CacheLayout
+from kvplan.formula import CacheTypes
+from kvplan.layout import CacheLayout, LayerKind, LayerSpec
 
 
 def ideal_capacity(
@@ -34,3 +38,45 @@ def ideal_capacity(
     return Capacity(
         engine.name, kv_memory, max_model_len, None, None, tokens, conc, tuple(lines), kv_dtype=one.types.label
     )
+
+
+def bhsd_layer(
+    engine: Engine, layer: LayerSpec, ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
+) -> LayerTensors:
+    """transformers DynamicCache (and ideal): [batch, heads, seq, head_dim] per K and V."""
+    b = batch
+    seq, _ = engine.slots(layer, ctx, 1, opts)
+    if layer.kind is LayerKind.STATE:
+        return LayerTensors(layer.index, layer.kind, tuple(state_tensors(layer, types, b)))
+    if layer.kind is LayerKind.MLA:
+        tensors = mla_latent(layer, types, (b, 1, seq), split=True)
+        if layer.indexer_head_dim:
+            tensors.append(row("indexer_keys", (b, seq), layer.indexer_head_dim, types.k))
+        return LayerTensors(layer.index, layer.kind, tuple(tensors))
+    if not layer.kind.grows_with_context:
+        return LayerTensors(layer.index, layer.kind, ())
+    # [batch, heads, seq, head_dim]: heads go before seq.
+    return LayerTensors(layer.index, layer.kind, tuple(kv_pair(layer, types, (b, seq), 1)), layer.q_heads, seq)
+
+
+class IdealEngine(Engine):
+    """The ideal accounting (the base rules unchanged): each layer keeps what attention reads, nothing more."""
+
+    name = "ideal"
+    summary = "what the architecture must keep: windows capped at the window, no paging, no padding"
+    label = "ideal (what the architecture must keep)"
+
+    def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
+        """No engine to hold anything back: the whole-GPU rule, ceil(usable x fraction) - weights - reserve."""
+        return whole_gpu_budget(self.name, usable, weights, reserve, fraction)
+
+    def capacity(
+        self, layout: CacheLayout, kv_memory: int, max_model_len: int, kv_cache_dtype: str, opts: EngineOptions
+    ) -> Capacity:
+        return ideal_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+
+    def stage_tensors(
+        self, stage: Sequence[LayerSpec], ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
+    ) -> list[LayerTensors]:
+        """One [batch, heads, seq, head_dim] tensor per K and V, as transformers allocates."""
+        return [bhsd_layer(self, layer, ctx, batch, types, opts) for layer in stage]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from fractions import Fraction
 
 from kvplan.dtypes import canonical_name
 from kvplan.engines.base import Capacity, Engine, EngineOptions, allowed_types, cdiv, largest
+from kvplan.engines.budget import KvBudget, whole_gpu_budget
+from kvplan.engines.tensors import LayerTensors, row, state_tensors
 from kvplan.formula import CacheTypes, resolve_types, state_bytes
 from kvplan.layout import CLASSIC_KINDS, CacheLayout, LayerKind, LayerSpec
 
@@ -29,6 +32,8 @@ class LlamaCppEngine(Engine):
     KINDS = CLASSIC_KINDS
 
     name = "llama.cpp"
+    aliases = ("llamacpp", "llama-cpp")
+    label = "llama.cpp"
     summary = "llama.cpp: n_ctx padded to 256 cells, K/V types apart (default f16), SWA cells window x n_seq + n_ubatch"
     shards_heads = False
     linear_in_batch = False
@@ -94,6 +99,46 @@ class LlamaCppEngine(Engine):
         if any(layer.kind is LayerKind.STATE for layer in layout.layers):
             out.append("recurrent layers: conv and SSM state in float32, one row per sequence")
         return out
+
+    def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
+        """llama.cpp allocates what -c asks for; what a GPU can hold follows the whole-GPU rule,
+        ceil(usable x fraction) - weights - reserve."""
+        return whole_gpu_budget(self.name, usable, weights, reserve, fraction)
+
+    def capacity(
+        self, layout: CacheLayout, kv_memory: int, max_model_len: int, kv_cache_dtype: str, opts: EngineOptions
+    ) -> Capacity:
+        return llamacpp_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+
+    def stage_tensors(
+        self, stage: Sequence[LayerSpec], ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
+    ) -> list[LayerTensors]:
+        return [self.cell_layer(layer, ctx, batch, types, opts) for layer in stage]
+
+    def cell_layer(
+        self, layer: LayerSpec, ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
+    ) -> LayerTensors:
+        """llama.cpp: K and V of ``cells`` rows of ggml_row_size(type, heads x head_dim) bytes (block types as uint8
+        rows); MLA keeps K only (latent + rope); recurrent state one row per sequence."""
+        b = batch
+        if layer.kind is LayerKind.STATE:
+            return LayerTensors(layer.index, layer.kind, tuple(state_tensors(layer, types, b)))
+        cells, _ = self.slots(layer, ctx, b, opts)
+        if layer.kind is LayerKind.MLA:
+            tensors = [row("k", (cells,), layer.latent_dim, types.k)]
+            if layer.indexer_head_dim:
+                tensors.append(row("indexer_k", (cells,), layer.indexer_head_dim, types.k))
+            return LayerTensors(layer.index, layer.kind, tuple(tensors))
+        if not layer.kind.grows_with_context:
+            return LayerTensors(layer.index, layer.kind, ())
+        return LayerTensors(
+            layer.index,
+            layer.kind,
+            (
+                row("k", (cells,), layer.k_heads * layer.k_head_dim, types.k),
+                row("v", (cells,), layer.v_heads * layer.v_head_dim, types.v),
+            ),
+        )
 
 
 def llamacpp_capacity(

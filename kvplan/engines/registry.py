@@ -1,30 +1,84 @@
-"""The engines kvplan knows, by name: lookup, capacity and the KV budget per engine."""
+"""The engines kvplan knows, by name. Adding an engine is one module (a subclass of
+:class:`~kvplan.engines.base.Engine` that states every piece) and one entry in :data:`BUILTIN`.
+
+:func:`register` refuses a class that leaves an abstract piece undefined (capacity, budget, verify's tensors) or
+has no name, summary or label, so no command can fall back to another engine's rule without saying so.
+"""
 
 from __future__ import annotations
 
+import inspect
+
 from kvplan.engines.base import Capacity, Engine, EngineOptions
 from kvplan.engines.hf import HFEngine
-from kvplan.engines.ideal import ideal_capacity
-from kvplan.engines.llamacpp import LlamaCppEngine, llamacpp_capacity
-from kvplan.engines.sglang import SGLangEngine, sglang_capacity
-from kvplan.engines.trtllm import TRTLLMEngine, trtllm_capacity
-from kvplan.engines.vllm import VLLMEngine, vllm_capacity
+from kvplan.engines.ideal import IdealEngine
+from kvplan.engines.llamacpp import LlamaCppEngine
+from kvplan.engines.sglang import SGLangEngine
+from kvplan.engines.trtllm import TRTLLMEngine
+from kvplan.engines.vllm import VLLMEngine
 from kvplan.errors import OptionError
 from kvplan.formula import check_positive
 from kvplan.layout import CacheLayout
 
-ENGINES = ("ideal", "vllm", "sglang", "llama.cpp", "trtllm", "hf")
+#: The built-in engines, in the order help and listings show them.
+BUILTIN: tuple[type[Engine], ...] = (IdealEngine, VLLMEngine, SGLangEngine, LlamaCppEngine, TRTLLMEngine, HFEngine)
+
+ENGINE_CLASSES: dict[str, type[Engine]] = {}
 
 
-ENGINE_CLASSES: dict[str, type[Engine]] = {
-    "ideal": Engine,
-    "vllm": VLLMEngine,
-    "sglang": SGLangEngine,
-    "llama.cpp": LlamaCppEngine,
-    "trtllm": TRTLLMEngine,
-    "hf": HFEngine,
-}
+def register(cls: type[Engine]) -> type[Engine]:
+    """Add an engine class to the registry; refuse one that lacks a piece every engine must state."""
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if inspect.isabstract(cls) or missing:
+        raise TypeError(f"engine {cls.__name__} does not define: {', '.join(missing)}")
+    for attr in ("name", "summary", "label"):
+        if not isinstance(getattr(cls, attr, None), str) or not getattr(cls, attr):
+            raise TypeError(f"engine {cls.__name__} has no {attr}")
+    taken = {key for other in ENGINE_CLASSES.values() if other is not cls for key in (other.name, *other.aliases)}
+    clash = {cls.name, *cls.aliases} & taken
+    if clash:
+        raise TypeError(f"engine {cls.__name__}: {', '.join(sorted(clash))} already names another engine")
+    ENGINE_CLASSES[cls.name] = cls
+    return cls
 
+
+for _cls in BUILTIN:
+    register(_cls)
+
+#: The built-in engine names (a snapshot; :func:`engine_names` sees engines registered later).
+ENGINES = tuple(ENGINE_CLASSES)
+
+
+def engine_names() -> tuple[str, ...]:
+    return tuple(ENGINE_CLASSES)
+
+
+def engine_help(default: str | None = None) -> str:
+    """How ``--help`` lists the engines, in registry order: ``ideal (what the architecture must keep; the default),
+    vllm, ... or hf (transformers)``. With ``default`` (capacity's vllm), that engine first, marked, the rest by
+    name after it. The engine a GGUF model implies is marked in both."""
+    names = list(ENGINE_CLASSES)
+    if default is not None:
+        start = names.index(default)
+        names = names[start:] + names[:start]
+
+    def label(name: str) -> str:
+        if name == default:
+            return f"{name} (default)"
+        notes = [] if default is not None else [ENGINE_CLASSES[name].label.removeprefix(name).strip(" ()")]
+        if default is None and name == DEFAULT_ENGINE:
+            notes.append("the default")
+        if name == GGUF_ENGINE:
+            notes.append("the default for a GGUF model")
+        notes = [n for n in notes if n]
+        return f"{name} ({'; '.join(notes)})" if notes else name
+
+    labels = [label(n) for n in names]
+    return ", ".join(labels[:-1]) + " or " + labels[-1] if len(labels) > 1 else labels[0]
+
+
+#: The engine plans use when none is asked for.
+DEFAULT_ENGINE = "ideal"
 
 #: The engine a model file's format implies when none is asked for: GGUF files are llama.cpp's (and Ollama's,
 #: which runs llama.cpp).
@@ -45,17 +99,10 @@ def engine_for(layout: CacheLayout, engine: str | None, default: str = "ideal") 
 
 def get_engine(name: str) -> Engine:
     key = name.strip().lower()
-    aliases = {
-        "transformers": "hf",
-        "llamacpp": "llama.cpp",
-        "llama-cpp": "llama.cpp",
-        "tensorrt-llm": "trtllm",
-        "trt-llm": "trtllm",
-    }
-    key = aliases.get(key, key)
-    if key not in ENGINE_CLASSES:
-        raise OptionError("--engine", f"unknown engine {name!r}; choose one of: {', '.join(ENGINE_CLASSES)}")
-    return ENGINE_CLASSES[key]()
+    for cls in ENGINE_CLASSES.values():
+        if key == cls.name or key in cls.aliases:
+            return cls()
+    raise OptionError("--engine", f"unknown engine {name!r}; choose one of: {', '.join(ENGINE_CLASSES)}")
 
 
 def capacity(
@@ -70,14 +117,4 @@ def capacity(
     """What ``engine_name`` allocates from ``kv_memory`` bytes per GPU, computed the way that engine does."""
     check_positive("--kv-memory", kv_memory)
     check_positive("--max-model-len", max_model_len)
-    opts = opts or EngineOptions()
-    engine = get_engine(engine_name)
-    if isinstance(engine, VLLMEngine):
-        return vllm_capacity(engine, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
-    if isinstance(engine, SGLangEngine):
-        return sglang_capacity(engine, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
-    if isinstance(engine, LlamaCppEngine):
-        return llamacpp_capacity(engine, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
-    if isinstance(engine, TRTLLMEngine):
-        return trtllm_capacity(engine, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
-    return ideal_capacity(engine, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+    return get_engine(engine_name).capacity(layout, kv_memory, max_model_len, kv_cache_dtype, opts or EngineOptions())

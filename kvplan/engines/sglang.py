@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from fractions import Fraction
 
 from kvplan.engines.base import Capacity, Engine, EngineOptions, cdiv, fp8_indexer_token_bytes
+from kvplan.engines.budget import KvBudget, whole_gpu_budget
+from kvplan.engines.tensors import LayerTensors, TensorSpec, kv_pair, mla_latent, state_tensors
 from kvplan.errors import OptionError
 from kvplan.formula import CacheTypes
 from kvplan.layout import CLASSIC_KINDS, CacheLayout, LayerKind, LayerSpec
@@ -30,6 +33,7 @@ class SGLangEngine(Engine):
     KINDS = CLASSIC_KINDS
 
     name = "sglang"
+    label = "sglang"
     summary = "SGLang token pools: cell_size per token, page 1, fp32 SSM state, SWA pool ratio 0.8"
     SWA_RATIO = Fraction(8, 10)
     MAMBA_RATIO = Fraction(9, 10)
@@ -74,6 +78,42 @@ class SGLangEngine(Engine):
         if any(layer.kind is LayerKind.STATE for layer in layout.layers):
             out.append("state layers: conv state in bfloat16, SSM state in float32 (SGLang's defaults)")
         return out
+
+    def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
+        """--mem-fraction-static is a share of the whole GPU (srt/model_executor/pool_configurator.py: the pools get
+        what it leaves after the weights): ceil(usable x fraction) - weights - reserve."""
+        return whole_gpu_budget(self.name, usable, weights, reserve, fraction)
+
+    def capacity(
+        self, layout: CacheLayout, kv_memory: int, max_model_len: int, kv_cache_dtype: str, opts: EngineOptions
+    ) -> Capacity:
+        return sglang_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+
+    def stage_tensors(
+        self, stage: Sequence[LayerSpec], ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
+    ) -> list[LayerTensors]:
+        return [self.pool_layer(layer, ctx, batch, types, opts) for layer in stage]
+
+    def pool_layer(
+        self, layer: LayerSpec, ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
+    ) -> LayerTensors:
+        """SGLang token pools: [slots, heads, head_dim] per K and V; MLA [slots, 1, latent]; the DSA indexer as
+        fp8 + one fp32 scale per 128 values (uint8 rows)."""
+        b = batch
+        slots, _ = self.slots(layer, ctx, b, opts)
+        if layer.kind is LayerKind.STATE:
+            return LayerTensors(layer.index, layer.kind, tuple(state_tensors(layer, types, b)))
+        if layer.kind is LayerKind.MLA:
+            tensors = mla_latent(layer, types, (slots, 1), split=False)
+            if layer.indexer_head_dim:
+                d = layer.indexer_head_dim
+                tensors.append(TensorSpec("indexer_keys", (slots, d + d // 128 * 4), "uint8"))
+            return LayerTensors(layer.index, layer.kind, tuple(tensors))
+        if not layer.kind.grows_with_context:
+            return LayerTensors(layer.index, layer.kind, ())
+        per_seq = slots // b if slots % b == 0 else 0
+        attended = min(layer.tokens_held(ctx), per_seq)
+        return LayerTensors(layer.index, layer.kind, tuple(kv_pair(layer, types, (slots,), 1)), layer.q_heads, attended)
 
 
 def sglang_capacity(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from fractions import Fraction
 
 from kvplan.engines.base import Capacity, Engine, EngineOptions, cdiv, shard, split_layers
 from kvplan.engines.budget import KvBudget, free_fraction_budget, weights_and_reserve
+from kvplan.engines.tensors import LayerTensors, mla_latent, row, state_tensors
 from kvplan.errors import OptionError
+from kvplan.formula import CacheTypes
 from kvplan.layout import CLASSIC_KINDS, CacheLayout, LayerKind, LayerSpec
 
 
@@ -30,6 +33,8 @@ class TRTLLMEngine(Engine):
     KINDS = CLASSIC_KINDS
 
     name = "trtllm"
+    aliases = ("tensorrt-llm", "trt-llm")
+    label = "trtllm"
     summary = "TensorRT-LLM paged cache: 32-token blocks, ceil(H_kv / tp) heads per rank, fraction of free memory"
     DEFAULT_BLOCK = 32
     split_kv_types = False
@@ -71,6 +76,43 @@ class TRTLLMEngine(Engine):
         return free_fraction_budget(
             self.name, usable, fraction, terms, "TensorRT-LLM: the fraction applies to free memory"
         )
+
+    def capacity(
+        self, layout: CacheLayout, kv_memory: int, max_model_len: int, kv_cache_dtype: str, opts: EngineOptions
+    ) -> Capacity:
+        return trtllm_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+
+    def stage_tensors(
+        self, stage: Sequence[LayerSpec], ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
+    ) -> list[LayerTensors]:
+        return [self.block_layer(layer, ctx, batch, types, opts) for layer in stage]
+
+    def block_layer(
+        self, layer: LayerSpec, ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
+    ) -> LayerTensors:
+        """TensorRT-LLM blocks: [blocks, 2, heads, tokens_per_block, head_dim] (MLA: one latent head, kv_factor 1)."""
+        b = batch
+        block = self.block_size(opts)
+        slots, _ = self.slots(layer, ctx, b, opts)
+        blocks = slots // block
+        if layer.kind is LayerKind.STATE:
+            return LayerTensors(layer.index, layer.kind, tuple(state_tensors(layer, types, b)))
+        if layer.kind is LayerKind.MLA:
+            tensors = mla_latent(layer, types, (blocks, 1, 1, block), split=False)
+            if layer.indexer_head_dim:
+                tensors.append(row("indexer_keys", (blocks, block), layer.indexer_head_dim, types.k))
+            return LayerTensors(layer.index, layer.kind, tuple(tensors))
+        if not layer.kind.grows_with_context:
+            return LayerTensors(layer.index, layer.kind, ())
+        same = types.k == types.v and layer.k_heads == layer.v_heads and layer.k_head_dim == layer.v_head_dim
+        if same:
+            tensors = [row("kv", (blocks, 2, layer.k_heads, block), layer.k_head_dim, types.k)]
+        else:
+            tensors = [
+                row("k", (blocks, layer.k_heads, block), layer.k_head_dim, types.k),
+                row("v", (blocks, layer.v_heads, block), layer.v_head_dim, types.v),
+            ]
+        return LayerTensors(layer.index, layer.kind, tuple(tensors))
 
 
 def trtllm_capacity(

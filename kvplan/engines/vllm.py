@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from kvplan.engines.base import Capacity, Engine, EngineOptions, LayerCost, cdiv, fp8_indexer_token_bytes
-from kvplan.formula import CacheTypes, state_bytes
+from kvplan.engines.budget import KvBudget, whole_gpu_budget
+from kvplan.engines.tensors import LayerTensors, TensorSpec, kv_pair, mla_latent, row, state_tensors, torch_dtype_name
+from kvplan.formula import CacheTypes, state_bytes, token_bytes
 from kvplan.layout import CLASSIC_KINDS, CacheLayout, LayerKind, LayerSpec
 
 
@@ -52,6 +54,8 @@ class VLLMEngine(Engine):
     - Groups: layers of one spec form one group; hybrid specs form groups of G layers, G = the rarest spec's count
       (or the commonest when within 1.5x of it); a spec with n layers fills cdiv(n, G) groups and the empty slots
       are "padding layers" that still take memory. A block id spans all G slots of a group.
+    - Mamba state dtypes (MambaStateDtypeCalculator): conv in the model dtype, the SSM state too unless the
+      config's hook sets it (Nemotron-H mamba_ssm_cache_dtype, Qwen3.5 mamba_ssm_dtype): the layout's own values.
     - Capacity: num_blocks = kv_memory // bytes_per_block (G pages); max concurrency = num_blocks / pages one
       request of max_model_len needs across groups; "GPU KV cache size" = int(concurrency x max_model_len).
     """
@@ -59,6 +63,7 @@ class VLLMEngine(Engine):
     KINDS = CLASSIC_KINDS
 
     name = "vllm"
+    label = "vllm"
     summary = "vLLM V1 paged cache (0.33): block_size pages per layer, heads max(1, H_kv // tp), groups"
     DEFAULT_BLOCK = 16
     #: vllm serve on a >= 70 GiB GPU other than A100 (engine/arg_utils.py get_batch_defaults); 2048 on smaller GPUs.
@@ -84,12 +89,6 @@ class VLLMEngine(Engine):
         pp = opts.pipeline_parallel_size
         batches = (2 if pp == 1 else pp) if opts.async_scheduling else pp
         return batched * batches
-
-    def state_layer(self, layer: LayerSpec, layout: CacheLayout) -> LayerSpec:
-        # Mamba state dtypes (MambaStateDtypeCalculator): conv in the model dtype; the SSM state in the model dtype
-        # too unless the model's config hook sets it: Nemotron-H mamba_ssm_cache_dtype (float32 by default),
-        # Qwen3.5 mamba_ssm_dtype. Qwen3-Next has no hook: bf16. Our layout carries exactly those config values.
-        return layer
 
     def pages_per_request(self, layer: LayerSpec, block: int, ctx: int, opts: EngineOptions) -> int:
         if layer.kind is LayerKind.STATE:
@@ -225,6 +224,56 @@ class VLLMEngine(Engine):
 
     def facts(self, layout: CacheLayout, ctx: int, opts: EngineOptions) -> dict[str, int]:
         return {"block_size": self.block_size(opts), "in_flight_tokens": self.in_flight(opts)}
+
+    def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
+        """--gpu-memory-utilization is a share of the whole GPU (request_memory, vllm/v1/worker/utils.py):
+        ceil(usable x fraction), of which the KV cache gets what the weights and the profiled peak leave."""
+        return whole_gpu_budget(self.name, usable, weights, reserve, fraction)
+
+    def capacity(
+        self, layout: CacheLayout, kv_memory: int, max_model_len: int, kv_cache_dtype: str, opts: EngineOptions
+    ) -> Capacity:
+        return vllm_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+
+    def stage_tensors(
+        self, stage: Sequence[LayerSpec], ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
+    ) -> list[LayerTensors]:
+        """vLLM V1: per layer, ``num_blocks`` = pages per request x batch pages of the layer's (unified) page size.
+        Attention [2, num_blocks, block, heads, head_dim] (FlashAttention); MLA [num_blocks, block, latent]; state
+        [num_blocks, *state]; a page padded to the unified size gets a uint8 pad; padding layers are raw pages."""
+        b = batch
+        out: list[LayerTensors] = []
+        for group in self.stage_groups(stage, types, opts):
+            for spec in group.layers:
+                layer, block = spec.layer, spec.block
+                blocks = self.pages_per_request(layer, block, ctx, opts) * b
+                tensors: list[TensorSpec]
+                attended = 0
+                if layer.kind is LayerKind.STATE:
+                    tensors = state_tensors(layer, types, blocks)
+                    natural = state_bytes(layer, types)
+                elif layer.kind is LayerKind.MLA:
+                    tensors = mla_latent(layer, types, (blocks, block), split=False)
+                    if layer.indexer_head_dim:
+                        tensors.append(row("indexer_k", (blocks, block), layer.indexer_head_dim, types.k))
+                    natural = block * token_bytes(layer, types)
+                else:
+                    same = layer.k_heads == layer.v_heads and layer.k_head_dim == layer.v_head_dim
+                    if same and torch_dtype_name(types.k) is not None:
+                        tensors = [row("kv", (2, blocks, block, layer.k_heads), layer.k_head_dim, types.k)]
+                        attended = layer.tokens_held(ctx)
+                    else:
+                        tensors = kv_pair(layer, types, (blocks, block), 2)
+                    natural = block * token_bytes(layer, types)
+                if spec.page > natural:
+                    tensors.append(TensorSpec("page_padding", (blocks, spec.page - natural), "uint8"))
+                out.append(LayerTensors(layer.index, layer.kind, tuple(tensors), layer.q_heads, attended))
+            if group.padding:
+                first = group.layers[0]
+                pages = self.pages_per_request(first.layer, first.block, ctx, opts) * b
+                pad = TensorSpec("padding_layers", (group.padding * pages, first.page), "uint8")
+                out.append(LayerTensors(-1, LayerKind.NONE, (pad,)))
+        return out
 
 
 def vllm_capacity(
