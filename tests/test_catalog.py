@@ -49,10 +49,18 @@ def test_sources_list_every_bundled_file() -> None:
 
 
 def test_bundled_files_are_the_shared_originals() -> None:
-    """configs/models keeps the shared corpus byte for byte (when ../shared is beside the checkout)."""
-    shared = ROOT.parent / "shared" / "hf-configs"
-    if not shared.is_dir():
+    """The one test that reads ../shared (skipped when it is not beside the checkout): configs/models keeps the
+    shared corpus byte for byte, and every row of the GPU reference copy in tests/fixtures is the shared row of
+    that name (the shared table may have gained rows since)."""
+    shared = ROOT.parent / "shared"
+    if not (shared / "hf-configs").is_dir():
         pytest.skip(f"{shared} is not beside this checkout")
-    for path in shared.glob("*/*.json"):
+    for path in (shared / "hf-configs").glob("*/*.json"):
         org, name = path.parent.name.split("--", 1)
         assert (MODELS / org / name / path.name).read_bytes() == path.read_bytes(), path
+    reference = shared / "reference" / "gpus.tsv"
+    if reference.is_file():
+        originals = {line.split("\t", 1)[0]: line for line in reference.read_text(encoding="utf-8").splitlines()}
+        copy = (ROOT / "tests" / "fixtures" / "gpus_reference.tsv").read_text(encoding="utf-8").splitlines()
+        for line in copy:
+            assert originals.get(line.split("\t", 1)[0]) == line, line.split("\t", 1)[0]

@@ -11,7 +11,7 @@ import errno
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -45,6 +45,24 @@ app = typer.Typer(
     # 80 columns, where --enable-prefix-caching/--no-enable-prefix-caching leaves no room for its help).
     rich_markup_mode=None,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from kvplan import __version__
+
+        typer.echo(f"kvplan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print kvplan's version and exit."),
+    ] = False,
+) -> None:
+    """Exact KV-cache memory planning: bytes per token, per sequence and per GPU, and which G to pick."""
 
 
 #: Write failures of stdout: a closed pipe, a full disk (/dev/full), a vanished terminal or file system.
