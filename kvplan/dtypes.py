@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvplan.errors import OptionError, UnknownDtypeError
+from kvplan.errors import OptionError, Param, UnknownDtypeError
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,14 @@ class StorageType:
     def element_bytes(self) -> int:
         """Bytes per value of a plain type (block-scaled types have no whole-byte size)."""
         if not self.is_plain:
-            raise OptionError("--kv-cache-dtype", f"{self.name} has no whole-byte size per value")
+            raise OptionError(Param.KV_CACHE_DTYPE, f"{self.name} has no whole-byte size per value")
         return self.block_bytes
 
     def row_bytes(self, values: int) -> int:
         """Bytes of one head's row of ``values`` values for one token, scales included."""
         if values % self.block_values:
             raise OptionError(
-                "--kv-cache-dtype",
+                Param.KV_CACHE_DTYPE,
                 f"{self.name} stores blocks of {self.block_values} values, and a row of {values} values "
                 "is not a whole number of blocks; choose another KV dtype",
             )
@@ -112,7 +112,7 @@ def known_names() -> list[str]:
     return [AUTO, *STORAGE_TYPES, *ALIASES]
 
 
-def canonical_name(name: str, option: str = "--kv-cache-dtype") -> str:
+def canonical_name(name: str, option: Param = Param.KV_CACHE_DTYPE) -> str:
     """Map a user's spelling to the canonical name; ``auto`` stays ``auto``."""
     key = name.strip().lower()
     if key == AUTO:
@@ -123,7 +123,7 @@ def canonical_name(name: str, option: str = "--kv-cache-dtype") -> str:
     return key
 
 
-def storage_type(name: str, option: str = "--kv-cache-dtype") -> StorageType:
+def storage_type(name: str, option: Param = Param.KV_CACHE_DTYPE) -> StorageType:
     """The storage type for a (non-auto) name."""
     key = canonical_name(name, option)
     if key == AUTO:

@@ -8,7 +8,7 @@ into one line on stderr and :attr:`KvplanError.exit_code`; nothing else in the p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class ExitCode(IntEnum):
@@ -160,20 +160,58 @@ class OfflineError(KvplanError):
         )
 
 
-class OptionError(KvplanError):
-    """A command-line option (or library argument) has an invalid value."""
+class Param(StrEnum):
+    """The library parameters an :class:`OptionError` can be about, by their Python names. The core never spells a
+    command-line flag for them: the CLI maps each to its flag in one table (kvplan/cli/flags.py)."""
 
-    def __init__(self, option: str, problem: str) -> None:
-        self.option = option
-        super().__init__(f"{option}: {problem}")
+    MODEL = "model"
+    CTX = "ctx"
+    BATCH = "batch"
+    MAX_MODEL_LEN = "max_model_len"
+    KV_CACHE_DTYPE = "kv_cache_dtype"
+    K_DTYPE = "k_dtype"
+    V_DTYPE = "v_dtype"
+    KV_HEADS = "kv_heads"
+    ENGINE = "engine"
+    TENSOR_PARALLEL_SIZE = "tensor_parallel_size"
+    PIPELINE_PARALLEL_SIZE = "pipeline_parallel_size"
+    BLOCK_SIZE = "block_size"
+    MAX_NUM_BATCHED_TOKENS = "max_num_batched_tokens"
+    N_UBATCH = "n_ubatch"
+    GPU = "gpu"
+    NUM_GPUS = "num_gpus"
+    UTILIZATION = "utilization"
+    RESERVE_BYTES = "reserve_bytes"
+    WEIGHTS_DTYPE = "weights_dtype"
+    WEIGHTS_BYTES_PER_GPU = "weights_bytes_per_gpu"
+    KV_MEMORY = "kv_memory"
+    DEVICE = "device"
+    MAX_BYTES = "max_bytes"
+    REPEATS = "repeats"
+    SCENARIO = "scenario"
+    REVISION = "revision"
+    IMAGES = "images"
+    SAVE_GPU = "save_gpu"
+    #: An environment variable, not an argument.
+    HF_ENDPOINT = "HF_ENDPOINT"
+
+
+class OptionError(KvplanError):
+    """A library argument (a command-line option, for the CLI) has an invalid value. ``param`` names it;
+    ``problem`` says what is wrong and what would fix it. ``str(err)`` is ``param: problem``."""
+
+    def __init__(self, param: Param, problem: str) -> None:
+        self.param = param
+        self.problem = problem
+        super().__init__(f"{param.value}: {problem}")
 
 
 class UnknownDtypeError(OptionError):
     """A KV-cache or weight dtype name kvplan does not know."""
 
-    def __init__(self, option: str, name: str, known: Sequence[str]) -> None:
+    def __init__(self, param: Param, name: str, known: Sequence[str]) -> None:
         self.name = name
-        super().__init__(option, f"unknown dtype {name!r}; choose one of: {', '.join(known)}")
+        super().__init__(param, f"unknown dtype {name!r}; choose one of: {', '.join(known)}")
 
 
 class UnknownGPUError(KvplanError):

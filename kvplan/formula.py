@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from math import prod
 
 from kvplan.dtypes import AUTO, STORAGE_TYPES, StorageType, canonical_name, storage_type
-from kvplan.errors import OptionError
+from kvplan.errors import OptionError, Param
 from kvplan.layout import CacheLayout, LayerGroup, LayerKind, LayerSpec, StateTensor
 from kvplan.limits import MAX_COUNT
 from kvplan.readers.context import context_limit
@@ -81,13 +81,13 @@ def resolve_types(
     activation = STORAGE_TYPES[model_name]
     requested = canonical_name(kv_cache_dtype)
     base = activation if requested == AUTO else storage_type(requested)
-    k = base if k_dtype is None else _resolve_one(k_dtype, activation, "--cache-type-k")
-    v = base if v_dtype is None else _resolve_one(v_dtype, activation, "--cache-type-v")
+    k = base if k_dtype is None else _resolve_one(k_dtype, activation, Param.K_DTYPE)
+    v = base if v_dtype is None else _resolve_one(v_dtype, activation, Param.V_DTYPE)
     note = f"auto = {model_name}: {why}" if AUTO in (requested, k_dtype, v_dtype) else ""
     return CacheTypes(k=k, v=v, activation=activation, requested=kv_cache_dtype, note=note)
 
 
-def _resolve_one(name: str, activation: StorageType, option: str) -> StorageType:
+def _resolve_one(name: str, activation: StorageType, option: Param) -> StorageType:
     return activation if canonical_name(name, option) == AUTO else storage_type(name, option)
 
 
@@ -116,7 +116,7 @@ def token_bytes(layer: LayerSpec, types: CacheTypes) -> int:
 def kv_row_bytes(layer: LayerSpec, types: CacheTypes) -> int:
     """K and V of one token in a per-head layer (V absent where K = V is stored once: DeepSeek-V4)."""
     if "fp8_ds_mla" in (types.k.name, types.v.name):
-        raise OptionError("--kv-cache-dtype", "fp8_ds_mla is a layout for MLA models (DeepSeek) only")
+        raise OptionError(Param.KV_CACHE_DTYPE, "fp8_ds_mla is a layout for MLA models (DeepSeek) only")
     k = layer.k_heads * types.k.row_bytes(layer.k_head_dim)
     v = layer.v_heads * types.v.row_bytes(layer.v_head_dim)
     return k + v
@@ -350,7 +350,7 @@ def breakdown_by_kind(
     return tuple(out)
 
 
-def check_positive(option: str, value: int) -> int:
+def check_positive(option: Param, value: int) -> int:
     """A positive whole number of at most MAX_COUNT (2^63 - 1)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise OptionError(option, f"must be a positive whole number, got {value!r}")
@@ -368,8 +368,8 @@ def estimate(
     held: TokensHeld = ideal_tokens_held,
 ) -> CacheEstimate:
     """The exact cache of ``batch`` sequences of ``ctx`` tokens for ``layout``."""
-    check_positive("--ctx", ctx)
-    check_positive("--batch", batch)
+    check_positive(Param.CTX, ctx)
+    check_positive(Param.BATCH, batch)
     types = types or resolve_types(layout)
     breakdown = breakdown_by_kind(layout.layers, ctx, batch, types, held)
     per_seq = sum(b.bytes_per_sequence for b in breakdown)
@@ -425,7 +425,7 @@ def divisors(n: int) -> tuple[int, ...]:
     return tuple(small + [n // d for d in reversed(small) if d * d != n])
 
 
-def with_kv_heads(layout: CacheLayout, kv_heads: int, option: str = "--kv-heads") -> CacheLayout:
+def with_kv_heads(layout: CacheLayout, kv_heads: int, option: Param = Param.KV_HEADS) -> CacheLayout:
     """Validate and apply the GQA what-if: ``kv_heads`` K/V heads in every attention layer."""
     check_positive(option, kv_heads)
     if LayerKind.COMPRESSED in layout.kinds:
@@ -445,11 +445,11 @@ def with_kv_heads(layout: CacheLayout, kv_heads: int, option: str = "--kv-heads"
 def default_context(layout: CacheLayout, ctx: int | None) -> tuple[int, str]:
     """The context to plan for: the user's, else the model's own maximum."""
     if ctx is not None:
-        return check_positive("--ctx", ctx), "--ctx"
+        return check_positive(Param.CTX, ctx), "--ctx"
     limit = context_limit(layout)
     if limit is None:
         raise OptionError(
-            "--ctx",
+            Param.CTX,
             f"{layout.model} does not state a context length (max_position_embeddings or similar); pass --ctx N",
         )
     if limit.scaled:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from kvplan.catalog import data_root
-from kvplan.errors import CatalogFileError, FileReadError, OptionError, UnknownGPUError
+from kvplan.errors import CatalogFileError, FileReadError, OptionError, Param, UnknownGPUError
 from kvplan.files import read_text
 from kvplan.limits import MAX_COUNT
 from kvplan.units import exact_and_human, human_bytes
@@ -520,7 +520,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*$")
 _SIZE_EXAMPLES = "e.g. 80GiB (80 x 2^30 B), 24GB (24 x 10^9 B), 512MiB"
 
 
-def _size(text: str, option: str) -> int | None:
+def _size(text: str, option: Param) -> int | None:
     """Bytes for ``<number><unit>``, or None when the text is not a number with a unit at all."""
     match = _SIZE.match(text)
     if not match:
@@ -549,7 +549,7 @@ def _size(text: str, option: str) -> int | None:
     return value
 
 
-def parse_bytes(text: str, option: str) -> int:
+def parse_bytes(text: str, option: Param) -> int:
     """An exact byte count from a size with a unit: ``2GiB``, ``512MiB``, ``8GB``, ``1.5TB``, ``0B``.
 
     GB/MB/kB/TB are powers of 10 and GiB/MiB/KiB/TiB powers of 2 (any letter case); a bare number is an
@@ -591,7 +591,7 @@ class GpuSelection:
 _COUNT = re.compile(r"^\s*(\d+)\s*[x×*]\s*(.*)$", re.IGNORECASE)
 
 
-def _count(value: int, option: str) -> int:
+def _count(value: int, option: Param) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise OptionError(option, f"the GPU count must be a whole number of at least 1, got {value!r} (e.g. 8xh100)")
     return value
@@ -605,20 +605,20 @@ def parse_gpu(text: str, catalog: Catalog, num_gpus: int | None = None) -> GpuSe
     raw = text.strip()
     if not raw:
         raise OptionError(
-            "--gpu", "is empty; give a GPU name or a size, e.g. --gpu h100 or --gpu 8xa100 or --gpu 80GiB"
+            Param.GPU, "is empty; give a GPU name or a size, e.g. --gpu h100 or --gpu 8xa100 or --gpu 80GiB"
         )
     count: int | None = None
     name = raw
     if catalog.lookup(raw) is None and (match := _COUNT.match(raw)):
-        count = _count(int(match.group(1)), "--gpu")
+        count = _count(int(match.group(1)), Param.GPU)
         name = match.group(2).strip()
         if not name:
-            raise OptionError("--gpu", f"{raw!r} has a count but no GPU; e.g. 8xh100 or 4x80GiB")
+            raise OptionError(Param.GPU, f"{raw!r} has a count but no GPU; e.g. 8xh100 or 4x80GiB")
     if num_gpus is not None:
-        _count(num_gpus, "--num-gpus")
+        _count(num_gpus, Param.NUM_GPUS)
         if count is not None and count != num_gpus:
             raise OptionError(
-                "--num-gpus",
+                Param.NUM_GPUS,
                 f"--num-gpus {num_gpus} contradicts the count in --gpu {raw!r} ({count}); give the count once",
             )
         count = num_gpus
@@ -627,12 +627,12 @@ def parse_gpu(text: str, catalog: Catalog, num_gpus: int | None = None) -> GpuSe
     entry = catalog.lookup(name)
     if entry is not None:
         if entry.usable_bytes is None:
-            raise OptionError("--gpu", f"{entry.id}: {entry.usable_note or SOURCE_MEANINGS['none']}")
+            raise OptionError(Param.GPU, f"{entry.id}: {entry.usable_note or SOURCE_MEANINGS['none']}")
         return GpuSelection(entry, entry.name, entry.usable_bytes, count, f"{entry.id}: {entry.source_text}", raw)
-    size = _size(name, "--gpu")
+    size = _size(name, Param.GPU)
     if size is not None:
         if size == 0:
-            raise OptionError("--gpu", f"{name!r} is no memory at all; {_SIZE_EXAMPLES}")
+            raise OptionError(Param.GPU, f"{name!r} is no memory at all; {_SIZE_EXAMPLES}")
         match = _SIZE.match(name)
         assert match is not None  # _size matched it
         label = f"{match.group(1)} {match.group(2)}"
@@ -693,7 +693,7 @@ def _whole_bytes(value: object) -> bool:
 def check_utilization(utilization: float) -> float:
     if isinstance(utilization, bool) or not isinstance(utilization, int | float) or not 0 < utilization <= 1:
         raise OptionError(
-            "--gpu-memory-utilization",
+            Param.UTILIZATION,
             f"must be a fraction above 0 and at most 1 (vLLM's default is 0.9), got {utilization!r}",
         )
     return utilization
@@ -711,9 +711,11 @@ def budget(
     ``ceil(usable x utilization) - weights - reserve``."""
     check_utilization(utilization)
     if not _whole_bytes(reserve_bytes):
-        raise OptionError("--reserve", f"must be a size of 0 or more, e.g. 2GiB or 512MiB; got {reserve_bytes!r}")
+        raise OptionError(
+            Param.RESERVE_BYTES, f"must be a size of 0 or more, e.g. 2GiB or 512MiB; got {reserve_bytes!r}"
+        )
     if not _whole_bytes(weights_bytes_per_gpu):
-        raise OptionError("weights_bytes_per_gpu", f"must be whole bytes, 0 or more; got {weights_bytes_per_gpu!r}")
+        raise OptionError(Param.WEIGHTS_BYTES_PER_GPU, f"must be whole bytes, 0 or more; got {weights_bytes_per_gpu!r}")
     if engine is None:
         from kvplan.engines import get_engine
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kvplan.dtypes import AUTO
-from kvplan.errors import OptionError
+from kvplan.errors import OptionError, Param
 from kvplan.formula import (
     CacheEstimate,
     SpectrumPoint,
@@ -34,7 +34,7 @@ _MAX_DIGITS = 40
 _MULTIPLIERS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": 2**20, "G": 2**30}
 
 
-def parse_count(text: str | int, option: str) -> int:
+def parse_count(text: str | int, option: Param) -> int:
     """A token or sequence count: ``4096``, ``4k`` (4,000) or ``4K`` (4,096).
 
     Lower-case suffixes are decimal and upper-case binary, exactly as vLLM parses ``--max-model-len``.
@@ -53,7 +53,7 @@ def parse_count(text: str | int, option: str) -> int:
     return check_positive(option, int(value))
 
 
-def parse_counts(text: str, option: str) -> list[int]:
+def parse_counts(text: str, option: Param) -> list[int]:
     """A comma-separated list of counts (``4k,32k,128K``)."""
     parts = [p for p in text.split(",") if p.strip()]
     if not parts:
@@ -169,7 +169,7 @@ def size_of_layout(
         layout = with_kv_heads(layout, kv_heads)
     limit = context_limit(layout)  # a bad rope_scaling is an error now, not halfway through the output
     ctx_value, ctx_source = default_context(layout, ctx)
-    check_positive("--batch", batch)
+    check_positive(Param.BATCH, batch)
     profile = get_engine(engine)
     costed = profile.estimate(
         layout, ctx_value, batch, kv_cache_dtype=kv_cache_dtype, k_dtype=k_dtype, v_dtype=v_dtype, opts=options
@@ -300,9 +300,9 @@ def capacity(
     from kvplan.readers.config import refuse_not_understood
 
     if kv_memory is None and gpu is None:
-        raise OptionError("--gpu", "say where the KV memory comes from: --gpu (e.g. h100) or --kv-memory (e.g. 8GiB)")
+        raise OptionError(Param.GPU, "say where the KV memory comes from: --gpu (e.g. h100) or --kv-memory (e.g. 8GiB)")
     if kv_memory is not None and gpu is not None:
-        raise OptionError("--kv-memory", "give --kv-memory (e.g. 8GiB) or --gpu (e.g. h100), not both")
+        raise OptionError(Param.KV_MEMORY, "give --kv-memory (e.g. 8GiB) or --gpu (e.g. h100), not both")
     source = resolve(model, revision=revision, token=token)
     layout = read_layout(source, images=images, strict=strict)
     engine, engine_note = engine_for(layout, engine, "vllm")
@@ -314,7 +314,7 @@ def capacity(
     gpu_title = None
     weight_warnings: tuple[ConfigWarning, ...] = ()
     if kv_memory is not None:
-        memory = check_positive("--kv-memory", kv_memory)
+        memory = check_positive(Param.KV_MEMORY, kv_memory)
         lines = [f"KV memory per GPU: {memory:,} B (--kv-memory)"]
     else:
         from kvplan.gpus import DEFAULT_RESERVE, check_utilization
@@ -340,7 +340,7 @@ def capacity(
         lines = [f"{selection.title}; {selection.source}", f"KV memory per GPU = {rule.exact_text()}"]
         if memory <= 0:
             raise OptionError(
-                "--gpu",
+                Param.GPU,
                 f"nothing is left for the KV cache on {selection.title}: weights "
                 f"{per_gpu_weights:,} B and reserve {reserve:,} B exceed the budget; use more GPUs "
                 "(--num-gpus / --tensor-parallel-size) or a bigger GPU",

@@ -39,6 +39,7 @@ from kvplan.errors import (
     ModelNotFoundError,
     OfflineError,
     OptionError,
+    Param,
 )
 from kvplan.files import expand_user, path_kind, read_text
 from kvplan.layout import CacheLayout
@@ -91,7 +92,7 @@ def read_layout(source: ModelSource, *, images: int | None = None, strict: bool 
     from kvplan.readers.gguf_layout import read_gguf_layout
 
     if images:
-        raise OptionError("images", f"{source.model_id} is a GGUF language model: it has no cross-attention layers")
+        raise OptionError(Param.IMAGES, f"{source.model_id} is a GGUF language model: it has no cross-attention layers")
     layout = read_gguf_layout(read_model(source.files), source.model_id, source.describe())
     if strict:
         refuse_not_understood(source.model_id, layout.warnings)
@@ -254,7 +255,7 @@ def _check_revision(revision: str) -> None:
     """A revision names a branch, tag or commit; it must not climb out of the cache folder."""
     parts = revision.split("/")
     if not revision.strip() or revision.startswith("/") or ".." in parts or "" in parts or "\x00" in revision:
-        raise OptionError("revision", f"{revision!r} is not a branch, tag or commit name")
+        raise OptionError(Param.REVISION, f"{revision!r} is not a branch, tag or commit name")
 
 
 def _from_path(requested: str, path: Path) -> ModelSource:
@@ -373,7 +374,7 @@ def hub_endpoint() -> str:
         ok = False
     if not ok:
         raise OptionError(
-            "HF_ENDPOINT",
+            Param.HF_ENDPOINT,
             f"{value!r} is not an http(s) URL; set it to the Hub or a mirror (https://huggingface.co), or unset it",
         )
     return text.rstrip("/")

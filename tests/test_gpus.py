@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvplan.catalog import data_root
-from kvplan.errors import CatalogFileError, KvplanError, OptionError, UnknownGPUError
+from kvplan.errors import CatalogFileError, KvplanError, OptionError, Param, UnknownGPUError
 from kvplan.gpus import (
     BUNDLED,
     DEFAULT_RESERVE,
@@ -273,7 +273,7 @@ def test_raw_sizes_are_exact(catalog: Catalog, text: str, expected: int) -> None
     ],
 )
 def test_parse_bytes(text: str, expected: int) -> None:
-    assert parse_bytes(text, "--reserve") == expected
+    assert parse_bytes(text, Param.RESERVE_BYTES) == expected
 
 
 UNIT_FACTORS = {"B": 1, "kB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
@@ -290,17 +290,17 @@ def test_parse_bytes_is_exact_for_any_decimal(whole: int, digits: str, unit: str
     text = f"{whole}.{digits}{space}{unit}" if digits else f"{whole}{space}{unit}"
     scale = 10 ** len(digits)
     numerator = (whole * scale + int(digits or "0")) * UNIT_FACTORS[unit]
-    assert parse_bytes(text, "--kv-memory") == numerator // scale
-    assert parse_bytes(text.lower(), "--kv-memory") == numerator // scale
+    assert parse_bytes(text, Param.KV_MEMORY) == numerator // scale
+    assert parse_bytes(text.lower(), Param.KV_MEMORY) == numerator // scale
 
 
 @pytest.mark.parametrize("text", ["80", "80 ", "2.5", "81920"])
 def test_a_number_without_a_unit_is_an_error(catalog: Catalog, text: str) -> None:
     with pytest.raises(OptionError, match="no unit") as err:
         parse_gpu(text, catalog)
-    assert err.value.option == "--gpu"
+    assert err.value.param is Param.GPU
     with pytest.raises(OptionError, match="no unit"):
-        parse_bytes(text, "--reserve")
+        parse_bytes(text, Param.RESERVE_BYTES)
 
 
 @pytest.mark.parametrize("text", ["80G", "24g", "512M", "2T"])
@@ -313,8 +313,8 @@ def test_a_bare_prefix_is_ambiguous(catalog: Catalog, text: str) -> None:
 @pytest.mark.parametrize("text", ["-2GiB", "GiB", "two GiB", "2 GiBs", ""])
 def test_parse_bytes_rejects_non_sizes(text: str) -> None:
     with pytest.raises(OptionError) as err:
-        parse_bytes(text, "--reserve")
-    assert err.value.option == "--reserve"
+        parse_bytes(text, Param.RESERVE_BYTES)
+    assert err.value.param is Param.RESERVE_BYTES
 
 
 @pytest.mark.parametrize("text", ["8xh100", "8x h100", "8 x h100", "8Xh100", "8*h100", "8×h100"])
@@ -351,7 +351,7 @@ def test_bad_counts(catalog: Catalog, text: str, num_gpus: int | None) -> None:
 
 
 def test_zero_raw_size_is_an_error(catalog: Catalog) -> None:
-    with pytest.raises(OptionError, match="--gpu"):
+    with pytest.raises(OptionError, match=r"^gpu:"):
         parse_gpu("0GiB", catalog)
 
 
@@ -379,7 +379,7 @@ def test_ambiguous_family_name_lists_both(catalog: Catalog) -> None:
 def test_apple_asks_for_a_raw_size(catalog: Catalog) -> None:
     with pytest.raises(OptionError, match="raw size") as err:
         parse_gpu("apple-m-series", catalog)
-    assert err.value.option == "--gpu"
+    assert err.value.param is Param.GPU
     assert "recommendedMaxWorkingSetSize" in str(err.value)
 
 
@@ -613,7 +613,7 @@ def test_budget_terms_add_up_exactly(usable: int, percent: int, weights: int, re
 def test_utilization_is_validated(catalog: Catalog, utilization: float) -> None:
     with pytest.raises(OptionError) as err:
         budget(parse_gpu("80GiB", catalog), weights_bytes_per_gpu=0, utilization=utilization)
-    assert err.value.option == "--gpu-memory-utilization"
+    assert err.value.param is Param.UTILIZATION
 
 
 def test_utilization_of_one_is_allowed(catalog: Catalog) -> None:
@@ -625,7 +625,7 @@ def test_utilization_of_one_is_allowed(catalog: Catalog) -> None:
 def test_reserve_is_validated(catalog: Catalog, reserve: int) -> None:
     with pytest.raises(OptionError) as err:
         budget(parse_gpu("80GiB", catalog), weights_bytes_per_gpu=0, reserve_bytes=reserve)
-    assert err.value.option == "--reserve"
+    assert err.value.param is Param.RESERVE_BYTES
 
 
 def test_reserve_of_zero_is_allowed(catalog: Catalog) -> None:

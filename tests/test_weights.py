@@ -301,7 +301,7 @@ def test_bytes_per_gpu_replication() -> None:
     assert est.replicated_bytes == norms
     assert est.bytes_per_gpu(8) == norms + kv + -(-(est.bytes_total - norms - kv) // 8)
     assert est.bytes_per_gpu(1) == est.bytes_total
-    with pytest.raises(OptionError, match="--tp"):
+    with pytest.raises(OptionError, match=r"^tensor_parallel_size:"):
         est.bytes_per_gpu(0)
 
 

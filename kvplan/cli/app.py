@@ -26,11 +26,12 @@ class KvplanGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except KvplanError as err:
+            from kvplan.cli.flags import cli_message
             from kvplan.render import debug_enabled, print_error
 
             if debug_enabled():
                 traceback.print_exc()
-            print_error(err.message)
+            print_error(cli_message(err))
             ctx.exit(int(err.exit_code))
 
 

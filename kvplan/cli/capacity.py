@@ -38,6 +38,7 @@ from kvplan.cli.options import (
     _reserve,
 )
 from kvplan.engines.registry import engine_help
+from kvplan.errors import Param
 
 
 @app.command()
@@ -81,7 +82,7 @@ def capacity(
     if kv_memory is not None:
         from kvplan.gpus import parse_bytes
 
-        memory = parse_bytes(kv_memory, "--kv-memory")
+        memory = parse_bytes(kv_memory, Param.KV_MEMORY)
     options = EngineOptions(
         tensor_parallel_size=tensor_parallel_size or 1,
         pipeline_parallel_size=pipeline_parallel_size,
@@ -96,7 +97,7 @@ def capacity(
         model,
         kv_memory=memory,
         gpu=gpu,
-        max_model_len=_count(ctx, "--ctx"),
+        max_model_len=_count(ctx, Param.CTX),
         engine=engine,
         kv_cache_dtype=kv_cache_dtype,
         kv_heads=kv_heads,

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from kvplan.engines.registry import engine_help
+from kvplan.errors import Param
 
 
 class Units(StrEnum):
@@ -41,7 +42,7 @@ def one_model(positional: str | None, option: str | None) -> str | None:
     if positional is not None and option is not None and positional != option:
         from kvplan.errors import OptionError
 
-        raise OptionError("--model", f"two models given ({positional!r} and --model {option!r}): name one")
+        raise OptionError(Param.MODEL, f"two models given ({positional!r} and --model {option!r}): name one")
     return positional if positional is not None else option
 
 
@@ -197,13 +198,13 @@ GpuFileOpt = Annotated[
 ]
 
 
-def _count(text: str | None, option: str) -> int | None:
+def _count(text: str | None, option: Param) -> int | None:
     from kvplan.plan import parse_count
 
     return None if text is None else parse_count(text, option)
 
 
-def _counts(text: str | None, option: str) -> list[int] | None:
+def _counts(text: str | None, option: Param) -> list[int] | None:
     from kvplan.plan import parse_counts
 
     return None if text is None else parse_counts(text, option)
@@ -212,7 +213,7 @@ def _counts(text: str | None, option: str) -> list[int] | None:
 def _reserve(text: str | None) -> int | None:
     from kvplan.gpus import parse_bytes
 
-    return None if text is None else parse_bytes(text, "--reserve")
+    return None if text is None else parse_bytes(text, Param.RESERVE_BYTES)
 
 
 KvMemoryOpt = Annotated[

@@ -27,6 +27,7 @@ from kvplan.cli.options import (
     UnitsOpt,
     _count,
 )
+from kvplan.errors import Param
 
 
 @app.command()
@@ -67,8 +68,8 @@ def size(
     )
     report = plan.size(
         model,
-        ctx=_count(ctx, "--ctx"),
-        batch=plan.parse_count(batch or "1", "--batch"),
+        ctx=_count(ctx, Param.CTX),
+        batch=plan.parse_count(batch or "1", Param.BATCH),
         kv_cache_dtype=kv_cache_dtype,
         kv_heads=kv_heads,
         engine=engine,

@@ -35,7 +35,7 @@ from kvplan.cli.options import (
     _reserve,
     one_model,
 )
-from kvplan.errors import ExitCode
+from kvplan.errors import ExitCode, Param
 
 
 @app.command("pick-g")
@@ -74,8 +74,8 @@ def pick_g(
     report = solver.pick_g(
         one_model(model_arg, model),
         gpu=gpu,
-        ctx=_counts(ctx, "--ctx"),
-        batch=_counts(batch, "--batch"),
+        ctx=_counts(ctx, Param.CTX),
+        batch=_counts(batch, Param.BATCH),
         kv_cache_dtype=kv_cache_dtype,
         engine=engine,
         tensor_parallel_size=tensor_parallel_size,
@@ -139,8 +139,8 @@ def fit(
     report = solver.fit(
         model,
         gpu=gpu,
-        ctx=_counts(ctx, "--ctx"),
-        batch=_counts(batch, "--batch") or 1,
+        ctx=_counts(ctx, Param.CTX),
+        batch=_counts(batch, Param.BATCH) or 1,
         kv_cache_dtype=kv_cache_dtype,
         kv_heads=kv_heads,
         engine=engine,

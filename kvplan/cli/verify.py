@@ -22,7 +22,7 @@ from kvplan.cli.options import (
     _count,
     one_model,
 )
-from kvplan.errors import ExitCode, OptionError
+from kvplan.errors import ExitCode, OptionError, Param
 
 if TYPE_CHECKING:
     from kvplan.layout import CacheLayout
@@ -36,21 +36,21 @@ def rank_caps(text: str, world: int) -> int | list[int | None]:
     from kvplan.gpus import parse_bytes
 
     items = [item.strip() for item in text.split(",") if item.strip()]
-    bare = [parse_bytes(item, "--max-bytes") for item in items if "=" not in item]
+    bare = [parse_bytes(item, Param.MAX_BYTES) for item in items if "=" not in item]
     if world == 1 or (len(bare) == 1 and len(items) == 1):
         if len(items) != 1 or not bare:
-            raise OptionError("--max-bytes", f"one size for one rank; got {text!r}")
+            raise OptionError(Param.MAX_BYTES, f"one size for one rank; got {text!r}")
         return bare[0]
     if len(bare) not in (0, 1, world):
-        raise OptionError("--max-bytes", f"{len(bare)} sizes for {world} ranks: give one, one per rank, or R=SIZE")
+        raise OptionError(Param.MAX_BYTES, f"{len(bare)} sizes for {world} ranks: give one, one per rank, or R=SIZE")
     caps: list[int | None] = list(bare) if len(bare) == world else [bare[0] if bare else None] * world
     for item in items:
         if "=" not in item:
             continue
         rank_text, size = item.split("=", 1)
         if not rank_text.strip().isdigit() or int(rank_text) >= world:
-            raise OptionError("--max-bytes", f"{item!r}: R=SIZE needs a rank 0-{world - 1}")
-        caps[int(rank_text)] = parse_bytes(size, "--max-bytes")
+            raise OptionError(Param.MAX_BYTES, f"{item!r}: R=SIZE needs a rank 0-{world - 1}")
+        caps[int(rank_text)] = parse_bytes(size, Param.MAX_BYTES)
     return caps
 
 
@@ -153,7 +153,7 @@ def verify(
     if max_bytes is not None:
         from kvplan.gpus import parse_bytes
 
-        cap = parse_bytes(max_bytes, "--max-bytes")
+        cap = parse_bytes(max_bytes, Param.MAX_BYTES)
     chosen = verifier.auto_device() if device == "auto" else device
     if save_gpu:
         _check_save(chosen)
@@ -172,12 +172,12 @@ def verify(
         else:
             from kvplan.plan import parse_counts
 
-            heads: list[int | None] = list(parse_counts(kv_heads, "--kv-heads")) if kv_heads else [None]
+            heads: list[int | None] = list(parse_counts(kv_heads, Param.KV_HEADS)) if kv_heads else [None]
             plans = [
                 verifier.plan_for_model(
                     layout or model,
-                    ctx=_count(ctx, "--ctx"),
-                    batch=_count(batch, "--batch") or 1,
+                    ctx=_count(ctx, Param.CTX),
+                    batch=_count(batch, Param.BATCH) or 1,
                     kv_cache_dtype=kv_cache_dtype,
                     kv_heads=g,
                     engine=engine,
@@ -224,14 +224,14 @@ def _rank_plan(
 
     if model is None:
         raise OptionError(
-            "--tensor-parallel-size", "verifying on ranks needs --model (the self-check runs on one device)"
+            Param.TENSOR_PARALLEL_SIZE, "verifying on ranks needs --model (the self-check runs on one device)"
         )
-    heads = _count(kv_heads, "--kv-heads")
+    heads = _count(kv_heads, Param.KV_HEADS)
     opts = EngineOptions(tensor_parallel_size=sizes[0], pipeline_parallel_size=sizes[1])
     return plan_for_model(
         model,
-        ctx=_count(ctx, "--ctx"),
-        batch=_count(batch, "--batch") or 1,
+        ctx=_count(ctx, Param.CTX),
+        batch=_count(batch, Param.BATCH) or 1,
         kv_cache_dtype=kv_dtype,
         kv_heads=heads,
         engine=engine,
@@ -316,7 +316,7 @@ def _check_save(device: str) -> None:
     from kvplan.verify import parse_device
 
     if parse_device(device)[0] != "cuda":
-        raise OptionError("--save-gpu", f"records a CUDA device's memory; --device is {device}: use --device cuda")
+        raise OptionError(Param.SAVE_GPU, f"records a CUDA device's memory; --device is {device}: use --device cuda")
 
 
 def _save(reports: list[VerifyReport]) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, ClassVar
 
-from kvplan.errors import OptionError
+from kvplan.errors import OptionError, Param
 from kvplan.formula import (
     CacheEstimate,
     CacheTypes,
@@ -171,7 +171,7 @@ def split_layers(layers: Sequence[LayerSpec], pp: int) -> tuple[tuple[LayerSpec,
     second-to-last (the last stage also holds the LM head)."""
     n = len(layers)
     if pp > n:
-        raise OptionError("--pipeline-parallel-size", f"{pp} stages for {n} layers; at most {n}")
+        raise OptionError(Param.PIPELINE_PARALLEL_SIZE, f"{pp} stages for {n} layers; at most {n}")
     sizes = [n // pp] * pp
     for i in range(2, n % pp + 2):
         sizes[-i] += 1
@@ -196,13 +196,13 @@ def check_tp(layout: CacheLayout, tp: int) -> None:
     for layer in layout.layers:
         if layer.q_heads and layer.q_heads % tp:
             raise OptionError(
-                "--tensor-parallel-size", f"{tp} does not divide the {layer.q_heads} query heads of {layout.model}"
+                Param.TENSOR_PARALLEL_SIZE, f"{tp} does not divide the {layer.q_heads} query heads of {layout.model}"
             )
         if layer.kind.has_kv_heads:
             h = layer.k_heads
             if (h >= tp and h % tp) or (h < tp and tp % h):
                 raise OptionError(
-                    "--tensor-parallel-size",
+                    Param.TENSOR_PARALLEL_SIZE,
                     f"{tp} ranks cannot share {h} KV heads evenly (need tp | {h} or {h} | tp)",
                 )
 
@@ -278,7 +278,7 @@ class Engine(ABC):
 
     def cache_types(self, layout: CacheLayout, kv_cache_dtype: str, k: str | None, v: str | None) -> CacheTypes:
         if not self.split_kv_types and (k is not None or v is not None):
-            raise OptionError("--cache-type-k", f"--engine {self.name} stores K and V in one --kv-cache-dtype")
+            raise OptionError(Param.K_DTYPE, f"--engine {self.name} stores K and V in one --kv-cache-dtype")
         types = resolve_types(layout, kv_cache_dtype, k_dtype=k, v_dtype=v)
         if self.TYPES is not None:
             allowed_types(self.name, types, self.TYPES)
@@ -369,27 +369,28 @@ class Engine(ABC):
         )
 
     def validate(self, layout: CacheLayout, opts: EngineOptions) -> None:
-        tp = check_positive("--tensor-parallel-size", opts.tensor_parallel_size)
-        pp = check_positive("--pipeline-parallel-size", opts.pipeline_parallel_size)
+        tp = check_positive(Param.TENSOR_PARALLEL_SIZE, opts.tensor_parallel_size)
+        pp = check_positive(Param.PIPELINE_PARALLEL_SIZE, opts.pipeline_parallel_size)
         if self.single_process and (tp > 1 or pp > 1):
-            raise OptionError("--tensor-parallel-size", f"--engine {self.name} runs in one process: use 1")
+            raise OptionError(Param.TENSOR_PARALLEL_SIZE, f"--engine {self.name} runs in one process: use 1")
         if tp > 1 and not self.shards_heads:
             raise OptionError(
-                "--tensor-parallel-size", f"--engine {self.name} splits layers, not heads: use --pipeline-parallel-size"
+                Param.TENSOR_PARALLEL_SIZE,
+                f"--engine {self.name} splits layers, not heads: use --pipeline-parallel-size",
             )
         check_tp(layout, tp)
         missing = [kind.value for kind in layout.kinds if kind not in self.KINDS]
         if missing:
             raise OptionError(
-                "--engine",
+                Param.ENGINE,
                 f"{self.name} has no rule for {', '.join(missing)} layers ({layout.model}); "
                 "--engine ideal or hf can cost them",
             )
         for name in ("block_size", "max_num_batched_tokens"):
             value = getattr(opts, name)
             if value is not None:
-                check_positive("--" + name.replace("_", "-"), value)
-        check_positive("--ubatch-size", opts.n_ubatch)
+                check_positive(Param(name), value)
+        check_positive(Param.N_UBATCH, opts.n_ubatch)
 
     def estimate(
         self,
@@ -403,8 +404,8 @@ class Engine(ABC):
         opts: EngineOptions | None = None,
     ) -> EngineEstimate:
         opts = opts or EngineOptions()
-        check_positive("--ctx", ctx)
-        check_positive("--batch", batch)
+        check_positive(Param.CTX, ctx)
+        check_positive(Param.BATCH, batch)
         self.validate(layout, opts)
         types = self.cache_types(layout, kv_cache_dtype, k_dtype, v_dtype)
         stages = self.stage_costs(layout, ctx, batch, types, opts)
@@ -437,7 +438,7 @@ def allowed_types(engine: str, types: CacheTypes, names: Sequence[str]) -> None:
     for t in {types.k.name, types.v.name}:
         if t not in names:
             raise OptionError(
-                "--kv-cache-dtype", f"--engine {engine} does not store KV as {t}; it offers: {', '.join(names)}"
+                Param.KV_CACHE_DTYPE, f"--engine {engine} does not store KV as {t}; it offers: {', '.join(names)}"
             )
 
 

@@ -8,7 +8,7 @@ from fractions import Fraction
 from kvplan.engines.base import Capacity, Engine, EngineOptions, _sum_slot_bytes
 from kvplan.engines.budget import KvBudget, whole_gpu_budget
 from kvplan.engines.tensors import LayerTensors, kv_pair, mla_latent, row, state_tensors
-from kvplan.errors import OptionError
+from kvplan.errors import OptionError, Param
 from kvplan.formula import CacheTypes
 from kvplan.layout import CacheLayout, LayerKind, LayerSpec
 
@@ -23,7 +23,7 @@ def ideal_capacity(
     per_token = _sum_slot_bytes(one.largest_stage)
     lines = [f"one sequence of {max_model_len:,} tokens costs {per_seq:,} B per GPU"]
     if per_seq == 0:
-        raise OptionError("--max-model-len", f"{layout.model} caches nothing per sequence under {engine.name}")
+        raise OptionError(Param.MAX_MODEL_LEN, f"{layout.model} caches nothing per sequence under {engine.name}")
     conc = Fraction(kv_memory, per_seq)
     lines.append(f"max concurrency = {kv_memory:,} / {per_seq:,} = {float(conc):.2f}")
     if per_seq == per_token * max_model_len:

@@ -16,7 +16,7 @@ from kvplan.engines.llamacpp import LlamaCppEngine
 from kvplan.engines.sglang import SGLangEngine
 from kvplan.engines.trtllm import TRTLLMEngine
 from kvplan.engines.vllm import VLLMEngine
-from kvplan.errors import OptionError
+from kvplan.errors import OptionError, Param
 from kvplan.formula import check_positive
 from kvplan.layout import CacheLayout
 
@@ -102,7 +102,7 @@ def get_engine(name: str) -> Engine:
     for cls in ENGINE_CLASSES.values():
         if key == cls.name or key in cls.aliases:
             return cls()
-    raise OptionError("--engine", f"unknown engine {name!r}; choose one of: {', '.join(ENGINE_CLASSES)}")
+    raise OptionError(Param.ENGINE, f"unknown engine {name!r}; choose one of: {', '.join(ENGINE_CLASSES)}")
 
 
 def capacity(
@@ -115,6 +115,6 @@ def capacity(
     opts: EngineOptions | None = None,
 ) -> Capacity:
     """What ``engine_name`` allocates from ``kv_memory`` bytes per GPU, computed the way that engine does."""
-    check_positive("--kv-memory", kv_memory)
-    check_positive("--max-model-len", max_model_len)
+    check_positive(Param.KV_MEMORY, kv_memory)
+    check_positive(Param.MAX_MODEL_LEN, max_model_len)
     return get_engine(engine_name).capacity(layout, kv_memory, max_model_len, kv_cache_dtype, opts or EngineOptions())

@@ -9,7 +9,7 @@ from fractions import Fraction
 from kvplan.engines.base import Capacity, Engine, EngineOptions, cdiv, fp8_indexer_token_bytes
 from kvplan.engines.budget import KvBudget, whole_gpu_budget
 from kvplan.engines.tensors import LayerTensors, TensorSpec, kv_pair, mla_latent, state_tensors
-from kvplan.errors import OptionError
+from kvplan.errors import OptionError, Param
 from kvplan.formula import CacheTypes
 from kvplan.layout import CLASSIC_KINDS, CacheLayout, LayerKind, LayerSpec
 
@@ -156,7 +156,7 @@ def sglang_capacity(
         tokens = full_tokens
     else:
         if full == 0:
-            raise OptionError("--max-model-len", f"{layout.model} has no token cache under sglang")
+            raise OptionError(Param.MAX_MODEL_LEN, f"{layout.model} has no token cache under sglang")
         tokens = rest // full // page * page
         lines.append(f"cell_size = {full:,} B per token; max_total_num_tokens = {rest:,} // {full:,} = {tokens:,}")
         conc = Fraction(tokens, max_model_len)

@@ -9,7 +9,7 @@ from fractions import Fraction
 from kvplan.engines.base import Capacity, Engine, EngineOptions, cdiv, shard, split_layers
 from kvplan.engines.budget import KvBudget, free_fraction_budget, weights_and_reserve
 from kvplan.engines.tensors import LayerTensors, mla_latent, row, state_tensors
-from kvplan.errors import OptionError
+from kvplan.errors import OptionError, Param
 from kvplan.formula import CacheTypes
 from kvplan.layout import CLASSIC_KINDS, CacheLayout, LayerKind, LayerSpec
 
@@ -137,7 +137,7 @@ def trtllm_capacity(
     nvfp4 = types.k.name == "nvfp4"
     per_token = cdiv(values, 2) + cdiv(values, 16) if nvfp4 else values * types.k.element_bytes
     if per_token == 0:
-        raise OptionError("--max-model-len", f"{layout.model} has no token cache under trtllm")
+        raise OptionError(Param.MAX_MODEL_LEN, f"{layout.model} has no token cache under trtllm")
     block = engine.block_size(opts)
     max_tokens = kv_memory // per_token
     num_blocks = max_tokens // block

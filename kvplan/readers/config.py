@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kvplan.dtypes import model_dtype_name
-from kvplan.errors import ConfigError, ConfigFileError, NotUnderstoodError, OptionError
+from kvplan.errors import ConfigError, ConfigFileError, NotUnderstoodError, OptionError, Param
 from kvplan.layout import (
     DEFAULT_IMAGES,
     CacheLayout,
@@ -1417,10 +1417,10 @@ def cross_attention_layers(
     sequence (MllamaTextModel skips them when there are no cross-attention states). Each sequence carries
     DEFAULT_IMAGES images unless the plan says otherwise (CacheLayout.with_images)."""
     if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images < 0):
-        raise OptionError("--images", f"must be a whole number of images, 0 or more, got {images!r}")
+        raise OptionError(Param.IMAGES, f"must be a whole number of images, 0 or more, got {images!r}")
     if family not in ("mllama_text_model", "mllama"):
         if images:
-            raise OptionError("--images", f"{f.model} has no cross-attention layers: images do not change its cache")
+            raise OptionError(Param.IMAGES, f"{f.model} has no cross-attention layers: images do not change its cache")
         return layers
     found = f.integers("cross_attention_layers", "cross_attention_layers", minimum=0)
     indices = MLLAMA_CROSS_LAYERS if found is None else tuple(found)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kvplan.errors import OptionError
+from kvplan.errors import OptionError, Param
 from kvplan.formula import default_context, with_kv_heads
 from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.readers.context import ContextLimit, beyond_limit_note, context_limit
@@ -181,7 +181,7 @@ def fit(
     and the fewest GPUs for each (ctx, batch). ``ctx`` defaults to the model's context limit, and the longest
     context is capped there (each answer keeps what memory alone would allow)."""
     if gpu is None:
-        raise OptionError("--gpu", _GPU_HINT)
+        raise OptionError(Param.GPU, _GPU_HINT)
     source = resolve(model, revision=revision, token=token)
     from kvplan.readers.config import refuse_not_understood
 
@@ -231,7 +231,7 @@ def fit_for_layout(
     from kvplan.weights import weight_bytes
 
     engine, engine_note = engine_for(layout, engine)
-    ctxs, batches = _as_counts(ctx, "--ctx"), _as_counts(batch, "--batch")
+    ctxs, batches = _as_counts(ctx, Param.CTX), _as_counts(batch, Param.BATCH)
     gpu, tp = tensor_parallel(gpu, tensor_parallel_size)
     hw = _Hardware(get_engine(engine), gpu, utilization, _reserve(reserve_bytes))
     own = layout.kv_heads if layout.attention_layers else None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kvplan.errors import OptionError
+from kvplan.errors import OptionError, Param
 from kvplan.formula import attention_kind_name, default_context, valid_kv_heads, with_kv_heads
 from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.readers.context import ContextLimit, beyond_limit_note, context_limit
@@ -259,7 +259,7 @@ def pick_g(
         model = scenario.model
         gpu = scenario.gpu if gpu is None else gpu
     if gpu is None:
-        raise OptionError("--gpu", _GPU_HINT)
+        raise OptionError(Param.GPU, _GPU_HINT)
     source = resolve(model, revision=revision, token=token)
     from kvplan.readers.config import refuse_not_understood
 
@@ -280,7 +280,7 @@ def pick_g(
         if (selection.label, selection.usable_bytes, count) != (theirs.label, theirs.usable_bytes, theirs.count):
             changes.append(f"{replace(selection, count=count).title} instead of {theirs.title}")
         for name, asked, own in (("ctx", ctx, scenario.ctx), ("batch", batch, scenario.batch)):
-            values = _as_counts(asked, f"--{name}")
+            values = _as_counts(asked, Param(name))
             if values != (own,):
                 changes.append(f"{name} {', '.join(f'{v:,}' for v in values)} instead of {own:,}")
     report = pick_g_for_layout(
@@ -330,12 +330,12 @@ def pick_g_for_layout(
     from kvplan.weights import weight_bytes
 
     engine, engine_note = engine_for(layout, engine)
-    ctxs, batches = _as_counts(ctx, "--ctx"), _as_counts(batch, "--batch")
+    ctxs, batches = _as_counts(ctx, Param.CTX), _as_counts(batch, Param.BATCH)
     gpu, tp = tensor_parallel(gpu, tensor_parallel_size)
     hw = _Hardware(get_engine(engine), gpu, utilization, _reserve(reserve_bytes))
     if not layout.attention_layers:
         kinds = ", ".join(k.value for k in layout.kinds)
-        raise OptionError("--model", f"{layout.model} has no per-head K/V to choose G for (layers: {kinds})")
+        raise OptionError(Param.MODEL, f"{layout.model} has no per-head K/V to choose G for (layers: {kinds})")
     h = min(layer.q_heads for layer in layout.attention_layers)
     own = layout.kv_heads
     gs = sorted(valid_kv_heads(layout), reverse=True)
@@ -350,7 +350,7 @@ def pick_g_for_layout(
         try:
             hw.engine.validate(layout_g, opts)
         except OptionError as err:
-            skipped.append((g, err.message.removeprefix(f"{err.option}: ")))
+            skipped.append((g, err.problem))
             continue
         weights = weight_bytes(layout, dtype=weights_dtype, kv_heads=g)
         s = hw.setup(layout_g, tp, kv_cache_dtype, weights)
@@ -468,7 +468,7 @@ def _levers(
     try:
         fp8 = hw.setup(s.layout, s.tp, "fp8", weights)
     except OptionError as err:
-        levers.append(Lever("fp8", None, False, kv, s.limit, f"not available: {err.message}"))
+        levers.append(Lever("fp8", None, False, kv, s.limit, f"not available: {err.problem}"))
     if fp8 is not None and fp8.cost.bytes(ctx, batch) < kv:
         kv8 = fp8.cost.bytes(ctx, batch)
         levers.append(Lever("fp8", kv8, kv8 <= fp8.limit, kv8, fp8.limit))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kvplan.errors import CatalogFileError, OptionError
+from kvplan.errors import CatalogFileError, OptionError, Param
 
 if TYPE_CHECKING:
     pass
@@ -50,7 +50,7 @@ def load_scenario(name: str = "reference") -> Scenario:
     where = f"kvplan:configs/scenarios/{name}.yaml"
     path = data_root().joinpath("scenarios", f"{name}.yaml")
     if not path.is_file():
-        raise OptionError("scenario", f"no bundled scenario named {name!r}")
+        raise OptionError(Param.SCENARIO, f"no bundled scenario named {name!r}")
     try:
         data = yaml.safe_load(path.read_text("utf-8"))
         parsed = ScenarioFile.model_validate(data)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kvplan.errors import OptionError
+from kvplan.errors import OptionError, Param
 from kvplan.formula import check_positive, divisors
 from kvplan.layout import CacheLayout
 
@@ -74,7 +74,7 @@ def select_gpu(gpu: str | GpuSelection, *, num_gpus: int | None = None, gpu_file
 
     if isinstance(gpu, GpuSelection):
         if num_gpus is not None:
-            return replace(gpu, count=check_positive("--num-gpus", num_gpus))
+            return replace(gpu, count=check_positive(Param.NUM_GPUS, num_gpus))
         return gpu
     return parse_gpu(gpu, load_catalog(gpu_files), num_gpus)
 
@@ -83,10 +83,10 @@ def tensor_parallel(gpu: GpuSelection, tp: int | None) -> tuple[GpuSelection, in
     """The plan's tensor-parallel size (default: the GPU count) and the GPUs it runs on (count = tp)."""
     if tp is None:
         return gpu, gpu.count
-    check_positive("--tensor-parallel-size", tp)
+    check_positive(Param.TENSOR_PARALLEL_SIZE, tp)
     if gpu.count not in (1, tp):
         raise OptionError(
-            "--tensor-parallel-size",
+            Param.TENSOR_PARALLEL_SIZE,
             f"{tp} ranks, but --gpu / --num-gpus give {gpu.count} GPUs; kvplan plans one tensor-parallel group, "
             "so give the number once",
         )
@@ -110,7 +110,7 @@ def allowed_tp(layout: CacheLayout, engine: Engine) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _as_counts(value: int | Sequence[int], option: str) -> tuple[int, ...]:
+def _as_counts(value: int | Sequence[int], option: Param) -> tuple[int, ...]:
     values = (value,) if isinstance(value, int) else tuple(value)
     if not values:
         raise OptionError(option, "expected one or more counts")

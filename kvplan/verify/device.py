@@ -6,7 +6,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from kvplan.errors import DeviceUnavailableError, OptionError, UnknownGPUError
+from kvplan.errors import DeviceUnavailableError, OptionError, Param, UnknownGPUError
 from kvplan.units import exact_and_human
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ def parse_device(text: str) -> tuple[str, int | None]:
     """``cuda`` / ``cuda:N`` / ``cpu`` / ``mps`` -> (kind, index)."""
     match = _DEVICE.match(text.strip().lower())
     if not match or (match.group(2) is not None and match.group(1) != "cuda"):
-        raise OptionError("--device", f"expected cuda, cuda:N, cpu or mps; got {text!r}")
+        raise OptionError(Param.DEVICE, f"expected cuda, cuda:N, cpu or mps; got {text!r}")
     index = match.group(2)
     return match.group(1), None if index is None else int(index)
 
@@ -141,7 +141,7 @@ def open_device(
     """
     parse_device(device)
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
-        raise OptionError("--max-bytes", f"must be a positive size, e.g. 3GiB; got {max_bytes!r}")
+        raise OptionError(Param.MAX_BYTES, f"must be a positive size, e.g. 3GiB; got {max_bytes!r}")
     torch = import_torch()
     dev, canonical = _open(torch, device)
     total, free = _memory(torch, dev)

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
-from kvplan.errors import OptionError
+from kvplan.errors import OptionError, Param
 from kvplan.formula import check_positive
 from kvplan.units import exact_and_human
-
-if TYPE_CHECKING:
-    pass
 from kvplan.verify.arena import _empty_cache
 from kvplan.verify.common import ProgressCallback, import_torch
 from kvplan.verify.device import _open, open_device
@@ -43,7 +39,7 @@ def run_verify(
     DeviceUnavailableError or OptionError before allocating anything; a plan that runs out of memory is a
     result, not an exception.
     """
-    check_positive("--repeats", repeats)
+    check_positive(Param.REPEATS, repeats)
     info = device_info or open_device(device, max_bytes=max_bytes, gpu=gpu)
     if timing is None:
         timing = default_timing(info)
@@ -86,7 +82,7 @@ def _check_cap_fits_a_plan(plans: Sequence[VerifyPlan], max_bytes: int, availabl
     smallest = min(needs, key=needs.__getitem__)
     if needs[smallest] > available:
         raise OptionError(
-            "--max-bytes",
+            Param.MAX_BYTES,
             f"{exact_and_human(max_bytes)} is below the smallest self-check plan ({smallest}: "
             f"{exact_and_human(needs[smallest])}), so nothing would be allocated and nothing verified; "
             "raise it or drop it",

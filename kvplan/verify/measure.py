@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kvplan.errors import OptionError
+from kvplan.errors import OptionError, Param
 from kvplan.verify.common import import_torch
 from kvplan.verify.results import VerifyReport
 
@@ -50,14 +50,14 @@ def measure_gpu(reports: Sequence[VerifyReport], *, now: datetime | None = None)
     from kvplan.gpus import MeasuredGpu
 
     if not reports:
-        raise OptionError("--save-gpu", "no report to take a measurement from")
+        raise OptionError(Param.SAVE_GPU, "no report to take a measurement from")
     for report in reports:
         dev = report.device
         if dev.kind != "cuda" or dev.total_bytes is None or dev.free_bytes is None:
-            raise OptionError("--save-gpu", f"records a CUDA device's memory; this run was on {dev.device}")
+            raise OptionError(Param.SAVE_GPU, f"records a CUDA device's memory; this run was on {dev.device}")
     names = {r.device.name for r in reports}
     if len(names) > 1:
-        raise OptionError("--save-gpu", f"the ranks ran on different devices ({', '.join(sorted(names))}): one entry")
+        raise OptionError(Param.SAVE_GPU, f"the ranks ran on different devices ({', '.join(sorted(names))}): one entry")
     total = min(r.device.total_bytes or 0 for r in reports)
     context = max((r.device.total_bytes or 0) - (r.device.free_bytes or 0) for r in reports)
     allocators = [a for a in (_allocator_bytes(r) for r in reports) if a is not None]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from kvplan.engines import EngineEstimate, EngineOptions, LayerCost, engine_for, get_engine
-from kvplan.errors import KvplanError
+from kvplan.errors import KvplanError, Param
 from kvplan.formula import check_positive, with_kv_heads
 from kvplan.layout import CacheLayout
 from kvplan.units import human_bytes
@@ -145,7 +145,7 @@ def plan_for_model(
     if kv_heads is not None:
         layout = with_kv_heads(layout, kv_heads)
     ctx_value, _ = default_context(layout, ctx)
-    check_positive("--batch", batch)
+    check_positive(Param.BATCH, batch)
     get_engine(engine)  # an unknown engine is a usage error now, not mid-run
     weights_bytes, note = _weights_for(own, kv_heads, None, opts) if weights else (0, "")
     multi_stage = weights and opts.pipeline_parallel_size > 1

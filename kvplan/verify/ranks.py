@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from kvplan.engines import get_engine, heads_per_rank
-from kvplan.errors import DeviceUnavailableError, OptionError
+from kvplan.errors import DeviceUnavailableError, OptionError, Param
 from kvplan.layout import LayerKind, LayerSpec
 from kvplan.units import exact_and_human, human_bytes
 from kvplan.verify.common import ProgressCallback, import_torch
@@ -352,10 +352,10 @@ def _caps(max_bytes: int | Sequence[int | None] | None, world: int) -> tuple[int
         return (max_bytes,) * world
     caps = tuple(max_bytes)
     if len(caps) != world:
-        raise OptionError("--max-bytes", f"{len(caps)} per-rank caps for {world} ranks; give one, or one per rank")
+        raise OptionError(Param.MAX_BYTES, f"{len(caps)} per-rank caps for {world} ranks; give one, or one per rank")
     for cap in caps:
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise OptionError("--max-bytes", f"must be a positive size, e.g. 3GiB; got {cap!r}")
+            raise OptionError(Param.MAX_BYTES, f"must be a positive size, e.g. 3GiB; got {cap!r}")
     return caps
 
 
@@ -376,9 +376,9 @@ def _cpu_caps(caps: tuple[int | None, ...]) -> tuple[tuple[int | None, ...], str
 def _device_kind(device: str, world: int, launched: bool) -> str:
     kind, index = parse_device(device)
     if kind == "mps":
-        raise OptionError("--device", "MPS is one device in one process: verify ranks on cpu (gloo) or cuda (NCCL)")
+        raise OptionError(Param.DEVICE, "MPS is one device in one process: verify ranks on cpu (gloo) or cuda (NCCL)")
     if kind == "cuda" and index is not None:
-        raise OptionError("--device", f"rank r uses cuda:r (cuda:LOCAL_RANK under torchrun): give cuda, not {device}")
+        raise OptionError(Param.DEVICE, f"rank r uses cuda:r (cuda:LOCAL_RANK under torchrun): give cuda, not {device}")
     if kind == "cuda" and not launched:
         torch = import_torch()
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -418,7 +418,7 @@ def run_ranks(
     env = torchrun_env("nccl" if parse_device(device)[0] == "cuda" else "gloo")
     if env is not None and env.world_size != world:
         raise OptionError(
-            "--tensor-parallel-size",
+            Param.TENSOR_PARALLEL_SIZE,
             f"tp {plan.opts.tensor_parallel_size} x pp {plan.opts.pipeline_parallel_size} = {world} ranks, "
             f"but torchrun started {env.world_size} (WORLD_SIZE)",
         )

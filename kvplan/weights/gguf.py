@@ -14,7 +14,7 @@ import re
 from dataclasses import replace
 from math import prod
 
-from kvplan.errors import OptionError
+from kvplan.errors import OptionError, Param
 from kvplan.formula import with_kv_heads
 from kvplan.layout import CacheLayout, FileTensor, LayerSpec
 from kvplan.weights.result import ParamCount, Part, Role, WeightTensor
@@ -86,10 +86,10 @@ def _what_if(t: FileTensor, layer: LayerSpec | None, kv_heads: int | None) -> tu
     dim = layer.k_head_dim
     new_rows = rows // own * kv_heads if is_kv else rows - 2 * (own - kv_heads) * dim
     if (is_kv and rows % own) or new_rows <= 0:
-        raise OptionError("--kv-heads", f"tensor {t.name} has {rows} rows, not a whole number of {own} heads")
+        raise OptionError(Param.KV_HEADS, f"tensor {t.name} has {rows} rows, not a whole number of {own} heads")
     shape = tuple(new_rows if i == axis else d for i, d in enumerate(t.shape))
     if t.nbytes % rows:
-        raise OptionError("--kv-heads", f"tensor {t.name} ({t.dtype}) does not split into {rows} rows")
+        raise OptionError(Param.KV_HEADS, f"tensor {t.name} ({t.dtype}) does not split into {rows} rows")
     per_row = t.nbytes // rows
     return replace(t, shape=shape, nbytes=per_row * new_rows), kv_heads
 

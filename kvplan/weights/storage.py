@@ -8,7 +8,7 @@ from enum import StrEnum
 from math import prod
 from typing import Any
 
-from kvplan.errors import ConfigError, UnknownDtypeError
+from kvplan.errors import ConfigError, Param, UnknownDtypeError
 from kvplan.formula import check_positive, serving_dtype
 from kvplan.layout import CacheLayout
 from kvplan.weights.count import count_parameters
@@ -136,7 +136,7 @@ WEIGHT_DTYPE_ALIASES = {
 }
 
 
-WEIGHT_DTYPE_OPTION = "--weight-dtype"
+WEIGHT_DTYPE_OPTION = Param.WEIGHTS_DTYPE
 
 
 def weight_format(name: str) -> WeightFormat:
@@ -255,7 +255,7 @@ class WeightEstimate:
         biases of row-parallel layers, MoE routers and MLA's q_a / kv_a projections (replicated in vLLM).
         So this is exact for the norms and K/V and a slight underestimate otherwise.
         """
-        check_positive("--tp", tp)
+        check_positive(Param.TENSOR_PARALLEL_SIZE, tp)
         kv_total = sum(b for _, b in self.kv_bytes)
         kv = sum(_cdiv(b, min(tp, g)) for g, b in self.kv_bytes)
         rest = self.bytes_total - self.replicated_bytes - kv_total
@@ -275,7 +275,7 @@ class WeightEstimate:
         ``tp`` GPUs as :meth:`bytes_per_gpu` splits it.
         """
         layers = sum(stage_layers)
-        check_positive("--pipeline-parallel-size", len(stage_layers))
+        check_positive(Param.PIPELINE_PARALLEL_SIZE, len(stage_layers))
         embedding = _cdiv(self.part_bytes(Part.EMBEDDING), tp)
         head = _cdiv(self.part_bytes(Part.LM_HEAD), tp)
         body = self.bytes_per_gpu(tp) - embedding - head
