@@ -1,4 +1,4 @@
-"""The stable JSON schema of every command's ``--json`` output (pydantic v2).
+"""The stable JSON schema of every command's ``--json`` output: frozen dataclasses, written with the stdlib json.
 
 Every size is an integer number of bytes. Each top-level object carries ``schema`` = ``kvplan.<command>/<n>``;
 a change that removes or renames a field bumps ``n``. Imported only when ``--json`` is asked for.
@@ -6,9 +6,10 @@ a change that removes or renames a field bumps ``n``. Imported only when ``--jso
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from pydantic import BaseModel, ConfigDict, Field
+import inspect
+import json
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, ClassVar, dataclass_transform, get_type_hints
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -24,8 +25,62 @@ if TYPE_CHECKING:
     from kvplan.verify.ranks import RanksReport
 
 
-class Out(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+#: Fields written under another name.
+_ALIASES = {"schema_": "schema"}
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True)
+class Out:
+    """Base of every output object: frozen, keyword-only, one attribute per annotated field, in order. Lighter
+    than dataclasses (no generated code at import) and than pydantic, so ``--json`` costs little more than the
+    plain command (benchmarks/startup.py)."""
+
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._fields = tuple(inspect.get_annotations(cls))
+
+    def __init__(self, **values: Any) -> None:
+        if values.keys() != set(self._fields):
+            missing = sorted(set(self._fields) - values.keys())
+            extra = sorted(values.keys() - set(self._fields))
+            raise TypeError(f"{type(self).__name__}: missing {missing}, unexpected {extra}")
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(getattr(self, f) == getattr(other, f) for f in self._fields)
+
+    def __hash__(self) -> int:
+        return hash(tuple(repr(getattr(self, f)) for f in self._fields))
+
+
+_FLOATS: dict[type, frozenset[str]] = {}
+
+
+def _float_fields(cls: type) -> frozenset[str]:
+    """Fields declared float (or float | None): written as JSON floats even when the value is an int or a
+    Fraction, as the contract says."""
+    if cls not in _FLOATS:
+        _FLOATS[cls] = frozenset(name for name, hint in get_type_hints(cls).items() if "float" in str(hint))
+    return _FLOATS[cls]
+
+
+def _plain(value: Any, as_float: bool = False) -> Any:
+    if isinstance(value, Out):
+        floats = _float_fields(type(value))
+        return {_ALIASES.get(f, f): _plain(getattr(value, f), f in floats) for f in value._fields}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if as_float and isinstance(value, int | Fraction) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 class WarningOut(Out):
@@ -129,7 +184,7 @@ class EngineOut(Out):
 
 
 class SizeOut(Out):
-    schema_: str = Field(serialization_alias="schema")
+    schema_: str
     #: What the reader did not fully understand (empty when it understood every key).
     warnings: list[WarningOut]
     model: str
@@ -293,9 +348,9 @@ def size_out(report: SizeReport) -> SizeOut:
     )
 
 
-def dump(model: BaseModel) -> str:
+def dump(model: Out) -> str:
     """The JSON text of a result (``schema_`` is written as ``schema``)."""
-    return model.model_dump_json(indent=2, by_alias=True)
+    return json.dumps(_plain(model), indent=2, ensure_ascii=False)
 
 
 class ModelRowOut(Out):
@@ -314,7 +369,7 @@ class ModelRowOut(Out):
 
 
 class ModelsOut(Out):
-    schema_: str = Field(serialization_alias="schema")
+    schema_: str
     models: list[ModelRowOut]
 
 
@@ -370,7 +425,7 @@ class GpuRowOut(Out):
 
 
 class GpusOut(Out):
-    schema_: str = Field(serialization_alias="schema")
+    schema_: str
     gpus: list[GpuRowOut]
 
 
@@ -489,7 +544,7 @@ class ChartOut(Out):
 
 
 class PickGOut(Out):
-    schema_: str = Field(serialization_alias="schema")
+    schema_: str
     #: What the reader did not fully understand (empty when it understood every key).
     warnings: list[WarningOut]
     model: str
@@ -693,7 +748,7 @@ class FitCheckOut(Out):
 
 
 class FitOut(Out):
-    schema_: str = Field(serialization_alias="schema")
+    schema_: str
     #: What the reader did not fully understand (empty when it understood every key).
     warnings: list[WarningOut]
     model: str
@@ -801,7 +856,7 @@ def fit_out(report: FitReport) -> FitOut:
 
 
 class CapacityOut(Out):
-    schema_: str = Field(serialization_alias="schema")
+    schema_: str
     #: What the reader did not fully understand (empty when it understood every key).
     warnings: list[WarningOut]
     model: str
@@ -894,7 +949,7 @@ class VerifyPlanOut(Out):
 
 
 class VerifyOut(Out):
-    schema_: str = Field(serialization_alias="schema")
+    schema_: str
     ok: bool
     device: VerifyDeviceOut
     checks: list[CheckOut]

@@ -52,3 +52,10 @@ def test_no_heavy_imports(args: tuple[str, ...]) -> None:
 
 def test_plain_size_does_not_need_pydantic() -> None:
     assert "pydantic" not in loaded_modules("size", "meta-llama/Llama-2-70b")
+
+
+def test_size_json_imports_nothing_beyond_the_serializer() -> None:
+    """--json adds kvplan.schema (stdlib json and dataclasses) and nothing else: no pydantic."""
+    plain = loaded_modules("size", "meta-llama/Llama-2-70b")
+    as_json = loaded_modules("size", "meta-llama/Llama-2-70b", "--json")
+    assert as_json - plain == {"kvplan.schema"}
