@@ -1,6 +1,6 @@
 """The core names parameters, the CLI names flags: library errors carry a Param, kvplan/cli/flags.py maps each
 to its flag in one table, every flag in that table exists, and every flag any message in the package names is
-one kvplan has (or an engine's own spelling, named as such)."""
+one kvplan has (or another tool's, named as such)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from kvplan.errors import OptionError, Param
 
 ROOT = Path(__file__).parent.parent
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
-#: Flags of the engines themselves that kvplan's messages cite (not kvplan options).
-ENGINE_FLAGS = {"--page-size": "SGLang", "--mem-fraction-static": "SGLang"}
+#: Flags of other tools (the engines themselves, pip) that kvplan's messages cite: not kvplan options.
+OTHER_TOOLS_FLAGS = {"--page-size": "SGLang", "--mem-fraction-static": "SGLang", "--force-reinstall": "pip"}
 
 
 def kvplan_flags() -> set[str]:
@@ -62,7 +62,7 @@ def test_every_flag_in_the_table_exists() -> None:
 
 
 def test_every_flag_a_message_names_exists() -> None:
-    real = kvplan_flags() | set(ENGINE_FLAGS)
+    real = kvplan_flags() | set(OTHER_TOOLS_FLAGS)
     named = {}
     for path in (ROOT / "kvplan").rglob("*.py"):
         for text in messages(path):
