@@ -1043,7 +1043,7 @@ class VerifyRankOut(Out):
 
 
 class VerifyRanksOut(Out):
-    schema_: str = Field(serialization_alias="schema")
+    schema_: str
     ok: bool
     name: str
     model: str
