@@ -73,7 +73,7 @@ def test_measurement_from_cuda_reports() -> None:
 def test_measurement_refuses_a_cpu_run() -> None:
     cpu = cuda_report(MEASURED_TOTAL, FREE)
     cpu = replace(cpu, device=replace(cpu.device, device="cpu", kind="cpu"))
-    with pytest.raises(OptionError, match="--save-gpu: records a CUDA device's memory; this run was on cpu"):
+    with pytest.raises(OptionError, match=r"^save_gpu: records a CUDA device's memory; this run was on cpu"):
         measure_gpu([cpu])
 
 
