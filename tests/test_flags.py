@@ -20,7 +20,12 @@ from kvplan.errors import OptionError, Param
 ROOT = Path(__file__).parent.parent
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 #: Flags of other tools (the engines themselves, pip) that kvplan's messages cite: not kvplan options.
-OTHER_TOOLS_FLAGS = {"--page-size": "SGLang", "--mem-fraction-static": "SGLang", "--force-reinstall": "pip"}
+OTHER_TOOLS_FLAGS = {
+    "--page-size": "SGLang",
+    "--mem-fraction-static": "SGLang",
+    "--force-reinstall": "pip",
+    "--index-url": "pip",
+}
 
 
 def kvplan_flags() -> set[str]:
