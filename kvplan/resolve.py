@@ -19,8 +19,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -404,16 +402,10 @@ def _from_hub(repo_id: str, revision: str | None, token: str | None) -> ModelSou
     endpoint = hub_endpoint()
     for name in CONFIG_NAMES:
         try:
-            size = _remote_size(repo_id, name, revision, token, endpoint)
+            remote = _remote_file(repo_id, name, revision, token, endpoint)
         except _NoSuchFile:
             continue  # no config.json: try Meta's params.json
-        if size is not None and size > MAX_FILE_BYTES:
-            raise HubError(
-                repo_id,
-                f"the Hub's {name} is {size:,} bytes, more than the {MAX_FILE_BYTES // 2**20} MiB kvplan reads",
-                "pass a local config.json path",
-            )
-        path = _download(repo_id, name, revision, token, endpoint)
+        path = _store_in_cache(repo_id, name, revision, remote, _fetch(repo_id, name, remote, token, endpoint))
         try:
             return _read_cached(repo_id, path, "hub", revision)
         except HubCacheError as err:
@@ -430,12 +422,26 @@ class _NoSuchFile(Exception):
     """The repo exists but has no such file (try the next config name)."""
 
 
-def _remote_size(repo_id: str, name: str, revision: str | None, token: str | None, endpoint: str) -> int | None:
-    """One HEAD request, no retries, a short timeout: the file's size, or a clear error at once.
+@dataclass(frozen=True)
+class _RemoteFile:
+    """What the Hub's HEAD answer says of one file."""
 
-    hf_hub_download alone retries a failed HEAD for up to a minute (file_download._hf_hub_download_to_cache_dir,
-    _ETAG_RETRY_TIMEOUT with retry_on_errors=True); asking first with get_hf_file_metadata(retry_on_errors=False)
-    fails within hub_timeout() seconds instead.
+    url: str
+    commit: str
+    etag: str
+    size: int | None
+
+
+#: An ETag becomes a file name in the cache: a hash, never a path.
+_ETAG = re.compile(r"^[0-9A-Za-z_-]{1,128}$")
+
+
+def _remote_file(repo_id: str, name: str, revision: str | None, token: str | None, endpoint: str) -> _RemoteFile:
+    """One HEAD request, no retries, hub_timeout() seconds: the file's commit, ETag and size, or a clear error.
+
+    hf_hub_download retries a failed HEAD for up to a minute (file_download._hf_hub_download_to_cache_dir,
+    _ETAG_RETRY_TIMEOUT with retry_on_errors=True) and resumes a stalled GET five times, so kvplan makes the
+    two requests of one small file itself: get_hf_file_metadata(retry_on_errors=False), then :func:`_fetch`.
     """
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
@@ -444,55 +450,81 @@ def _remote_size(repo_id: str, name: str, revision: str | None, token: str | Non
         meta = get_hf_file_metadata(url, token=token, timeout=hub_timeout(), endpoint=endpoint, retry_on_errors=False)
     except Exception as err:
         raise _hub_failure(err, repo_id, revision, endpoint) from err
-    if meta.commit_hash is None or meta.etag is None:
+    if meta.commit_hash is None or not _COMMIT.match(meta.commit_hash) or not _ETAG.match(meta.etag or ""):
         raise HubError(
             repo_id,
-            f"{endpoint} does not answer like a Hugging Face Hub (no commit or ETag header)",
+            f"{endpoint} does not answer like a Hugging Face Hub (no commit hash or ETag header)",
             _network_advice(endpoint),
         )
-    return meta.size
+    if meta.size is not None and meta.size > MAX_FILE_BYTES:
+        raise HubError(
+            repo_id,
+            f"the Hub's {name} is {meta.size:,} bytes, more than the {MAX_FILE_BYTES // 2**20} MiB kvplan reads",
+            "pass a local config.json path",
+        )
+    return _RemoteFile(url, meta.commit_hash, str(meta.etag), meta.size)
 
 
-@contextmanager
-def _download_timeout() -> Iterator[None]:
-    """huggingface_hub reads its download timeout (HF_HUB_DOWNLOAD_TIMEOUT, 10 s) once at import; for one small
-    file kvplan waits hub_timeout() instead, unless the user set HF_HUB_DOWNLOAD_TIMEOUT."""
-    from huggingface_hub import constants
+def _fetch(repo_id: str, name: str, remote: _RemoteFile, token: str | None, endpoint: str) -> bytes:
+    """GET the file: one try, hub_timeout() seconds for connect and for each read, at most MAX_FILE_BYTES."""
+    from huggingface_hub import get_session, hf_raise_for_status
+    from huggingface_hub.utils._headers import build_hf_headers
 
-    if os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT"):
-        yield
-        return
-    saved = constants.HF_HUB_DOWNLOAD_TIMEOUT
-    constants.HF_HUB_DOWNLOAD_TIMEOUT = max(1, round(hub_timeout()))
+    headers = build_hf_headers(token=token)
+    headers["Accept-Encoding"] = "identity"
+    data = bytearray()
     try:
-        yield
-    finally:
-        constants.HF_HUB_DOWNLOAD_TIMEOUT = saved
-
-
-def _download(repo_id: str, name: str, revision: str | None, token: str | None, endpoint: str) -> Path:
-    from huggingface_hub import hf_hub_download
-
-    try:
-        with _download_timeout():
-            return Path(
-                hf_hub_download(
-                    repo_id,
-                    name,
-                    revision=revision,
-                    token=token,
-                    cache_dir=hub_cache_dir(),
-                    endpoint=endpoint,
-                    etag_timeout=hub_timeout(),
-                )
-            )
-    except _NoSuchFile:  # pragma: no cover - raised by _hub_failure only
-        raise
+        with get_session().stream(
+            "GET", remote.url, headers=headers, timeout=hub_timeout(), follow_redirects=True
+        ) as response:
+            hf_raise_for_status(response)
+            for chunk in response.iter_bytes():
+                data += chunk
+                if len(data) > MAX_FILE_BYTES:
+                    raise HubError(
+                        repo_id,
+                        f"the Hub's {name} is more than the {MAX_FILE_BYTES // 2**20} MiB kvplan reads",
+                        "pass a local config.json path",
+                    )
     except Exception as err:
-        failure = _hub_failure(err, repo_id, revision, endpoint)
-        if isinstance(failure, _NoSuchFile):
-            raise ModelNotFoundError(repo_id, f"the Hub lists {name} but does not serve it") from err
-        raise failure from err
+        raise _hub_failure(err, repo_id, None, endpoint) from err
+    if remote.size is not None and len(data) != remote.size:
+        raise HubError(
+            repo_id,
+            f"the Hub sent {len(data):,} bytes of {name}, not the {remote.size:,} it announced",
+            _network_advice(endpoint),
+        )
+    return bytes(data)
+
+
+def _store_in_cache(repo_id: str, name: str, revision: str | None, remote: _RemoteFile, data: bytes) -> Path:
+    """Write the file where huggingface_hub would (blobs/<etag>, snapshots/<commit>/<name> linking to it,
+    refs/<revision> holding the commit; file_download.hf_hub_download), each file replaced atomically, so the
+    next run reads it offline and concurrent runs never see half a file."""
+    repo = Path(hub_cache_dir()) / ("models--" + repo_id.replace("/", "--"))
+    blob = repo / "blobs" / remote.etag
+    snapshot = repo / "snapshots" / remote.commit / name
+    try:
+        _write_atomic(blob, data)
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        link = snapshot.with_name(f".{name}.{os.getpid()}.link")
+        try:
+            os.symlink(os.path.relpath(blob, snapshot.parent), link)
+            os.replace(link, snapshot)
+        except OSError:  # no symlinks here (Windows without developer mode): a copy, as huggingface_hub does
+            _write_atomic(snapshot, data)
+        if revision is None or not _COMMIT.match(revision):
+            _write_atomic(repo / "refs" / (revision or "main"), remote.commit.encode())
+    except OSError as err:
+        raise HubCacheError(repo_id, str(repo), f"cannot be written ({err.strerror or err})") from err
+    return snapshot
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
 
 
 def _hub_failure(err: Exception, repo_id: str, revision: str | None, endpoint: str) -> Exception:

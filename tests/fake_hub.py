@@ -30,6 +30,8 @@ class Repo:
     status: int = 200
     error_code: str | None = None
     stall: bool = False
+    #: Answer HEAD, then stall the GET of the body (a server that hangs mid-download).
+    stall_get: bool = False
     #: Serve the files without the X-Repo-Commit header (a proxy or a captive portal, not a Hub).
     no_commit: bool = False
 
@@ -64,7 +66,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if repo is None:
                 self._send(401, b'{"error":"Repository not found"}', {"X-Error-Code": "RepoNotFound"}, body)
                 return
-            if repo.stall:
+            if repo.stall or (repo.stall_get and body):
                 hub.stop.wait(STALL_S)
                 return
             if repo.status != 200:

@@ -36,6 +36,9 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
         monkeypatch.setenv("HF_ENDPOINT", served.url)
         monkeypatch.delenv("HF_HUB_OFFLINE")
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read by huggingface_hub at import
+        # huggingface_hub's user-agent builder may fetch {ENDPOINT}/api/agent-harnesses (utils/_detect_agent.py)
+        # from the endpoint it read at import, the real Hub: that telemetry is off in these tests.
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
         monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")
         monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
@@ -113,6 +116,18 @@ def test_stalled_server_fails_within_the_timeout(hub: FakeHub) -> None:
     assert f"{hub.url} did not answer within 1 s" in line
     assert "HF_HUB_OFFLINE=1" in line
     assert "HF_ENDPOINT" in line  # it is set here, so checking it is advice
+
+
+def test_server_stalling_mid_download_fails_within_the_timeout(hub: FakeHub) -> None:
+    """huggingface_hub would resume a stalled GET five times; kvplan asks once."""
+    hub.add_json("acme/stalled", {"config.json": SMALL})
+    hub.repos["acme/stalled"].stall_get = True
+    started = time.monotonic()
+    line = _error("acme/stalled")
+    assert time.monotonic() - started < 4
+    assert "did not answer within 1 s" in line
+    assert [method for method, path in hub.requests if "/acme/" in path] == ["HEAD", "GET"]
+    assert not (Path(hub_cache_dir()) / "models--acme--stalled" / "snapshots").exists()
 
 
 def test_default_timeout_is_seconds_not_minutes(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
