@@ -586,3 +586,31 @@ def test_gpu_file_problems_are_escaped(tmp_path: Path) -> None:
     assert result.exit_code == 2
     _no_raw_controls(result.stderr)
     assert "bad\\x1b[31mkey" in result.stderr
+
+
+def test_nemotron3_block_list_weights_match_its_pattern(tmp_path: Path) -> None:
+    """Found by tests/test_fuzz.py: weights of a Nemotron-3 config that lists layers_block_type (and no
+    hybrid_override_pattern) crashed on a zip; the list and the pattern string must count the same."""
+    listed = json.loads((ROOT / "tests/fixtures/configs/nemotron3_block_list/config.json").read_text())
+    letters = {"mamba": "M", "attention": "*", "mlp": "-", "moe": "E"}
+    pattern = {k: v for k, v in listed.items() if k != "layers_block_type"}
+    pattern["hybrid_override_pattern"] = "".join(letters[b] for b in listed["layers_block_type"])
+    pattern["num_hidden_layers"] = len(listed["layers_block_type"])
+    weights = []
+    for name, config in (("listed", listed), ("pattern", pattern)):
+        path = tmp_path / name / "config.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(config))
+        result = CliRunner().invoke(app, ["fit", str(path), "--gpu", "h100", "--ctx", "8k", "--json"])
+        assert result.exit_code == 0, result.output
+        weights.append(json.loads(result.stdout)["budget"]["weights_bytes"])
+    assert weights[0] == weights[1] > 0
+
+
+def test_nemotron_block_list_of_the_wrong_length_is_an_error(tmp_path: Path) -> None:
+    config = json.loads((ROOT / "tests/fixtures/configs/nemotron3_block_list/config.json").read_text())
+    config["hybrid_override_pattern"] = "M*"
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    line = one_error("fit", str(path), "--gpu", "h100", "--ctx", "8k")
+    assert "layer" in line
