@@ -34,23 +34,15 @@ from kvplan.units import exact_and_human, human_bytes
 from kvplan.yamlread import load_yaml
 
 if TYPE_CHECKING:
-    from kvplan.engines import Engine
+    from kvplan.engines import Engine, Workload
     from kvplan.engines.budget import KvBudget
 
 MiB = 2**20
 GiB = 2**30
 
-#: Per-GPU memory kept back for what is neither weights nor KV cache, when the user gives no --reserve.
-#: vLLM does not guess this: it profiles a dummy forward pass and subtracts the PyTorch activation peak plus
-#: the growth of non-torch memory (NCCL buffers, cuBLAS workspaces, CUDA context growth) and, since about
-#: v0.21, an estimate of the CUDA-graph pool (reference: engines.md 1.2). A planner cannot profile, so it
-#: takes a stated figure. 2 GiB covers the measured cases we have: vllm#14447 on a 24 GiB card logged
-#: 0.20 GiB non-torch + 0.37 GiB activation peak; the activation peak of a 7B-70B model at vLLM's default
-#: max_num_batched_tokens (2,048-16,384) is typically 0.5-1.5 GiB; NCCL and cuBLAS add a few hundred MiB per
-#: rank. The CUDA context itself (about 0.3-0.5 GiB with lazy module loading, pytorch#107667, #109888) lives
-#: outside vLLM's requested share, in the (1 - utilization) headroom, as do CUDA graphs on older vLLM, so it is
-#: not counted twice here. Long prefill chunks, big vocabularies, multimodal encoders or speculative decoding
-#: need more: pass --reserve (vLLM's startup log gives the real figure: activation peak + non-torch memory).
+#: Per-GPU memory kept back for what is neither weights nor KV cache, for engines without measured terms
+#: (ideal, transformers, llama.cpp) when the user gives no --reserve. The rule and its reasons live with the
+#: engines (kvplan.engines.base.Engine.STATED_RESERVE); tests/test_engine_budget.py holds the two equal.
 DEFAULT_RESERVE = 2 * GiB
 
 UsableSource = Literal["torch", "torch-oom", "torch-sibling", "smi", "marketed", "measured", "none"]
@@ -549,12 +541,16 @@ def _size(text: str, option: Param) -> int | None:
     return value
 
 
-def parse_bytes(text: str, option: Param) -> int:
+def parse_bytes(text: str, option: Param, *, bare_bytes: bool = False) -> int:
     """An exact byte count from a size with a unit: ``2GiB``, ``512MiB``, ``8GB``, ``1.5TB``, ``0B``.
 
     GB/MB/kB/TB are powers of 10 and GiB/MiB/KiB/TiB powers of 2 (any letter case); a bare number is an
-    error, so nobody gets GB when they meant GiB. A fractional byte is rounded down.
+    error, so nobody gets GB when they meant GiB, except with ``bare_bytes``, where a bare whole number is a
+    byte count (engines print KV memory that way: TensorRT-LLM's "Allocate 69524783104 bytes for k/v cache",
+    vLLM's --kv-cache-memory=19468210074 suggestion). A fractional byte is rounded down.
     """
+    if bare_bytes and re.fullmatch(r"[0-9]+", text.strip()):
+        text = text.strip() + "B"
     value = _size(text, option)
     if value is None:
         raise OptionError(option, f"{text.strip()!r} is not a size; {_SIZE_EXAMPLES}")
@@ -703,14 +699,17 @@ def budget(
     gpu: GpuSelection,
     *,
     weights_bytes_per_gpu: int,
-    utilization: float = 0.90,
-    reserve_bytes: int = DEFAULT_RESERVE,
+    utilization: float | None = None,
+    reserve_bytes: int | None = None,
     engine: Engine | None = None,
+    work: Workload | None = None,
 ) -> Budget:
     """Per-GPU KV memory under ``engine``'s budget rule (may be negative); without an engine, the ideal rule,
-    ``ceil(usable x utilization) - weights - reserve``."""
-    check_utilization(utilization)
-    if not _whole_bytes(reserve_bytes):
+    ``ceil(usable x utilization) - weights - reserve``. ``utilization`` None takes the engine's default fraction;
+    ``reserve_bytes`` None the engine's own terms for ``work`` (the stated reserve without one)."""
+    if utilization is not None:
+        check_utilization(utilization)
+    if reserve_bytes is not None and not _whole_bytes(reserve_bytes):
         raise OptionError(
             Param.RESERVE_BYTES, f"must be a size of 0 or more, e.g. 2GiB or 512MiB; got {reserve_bytes!r}"
         )
@@ -720,14 +719,15 @@ def budget(
         from kvplan.engines import get_engine
 
         engine = get_engine("ideal")
-    rule = engine.kv_budget(gpu.usable_bytes, weights_bytes_per_gpu, reserve_bytes, _fraction(utilization))
+    fraction = None if utilization is None else _fraction(utilization)
+    rule = engine.kv_budget(gpu.usable_bytes, weights_bytes_per_gpu, reserve_bytes, fraction, work)
     return Budget(
         gpu=gpu,
         usable_bytes=gpu.usable_bytes,
-        utilization=utilization,
+        utilization=float(rule.fraction) if utilization is None else utilization,
         requested_bytes=rule.requested_bytes,
         weights_bytes=weights_bytes_per_gpu,
-        reserve_bytes=reserve_bytes,
+        reserve_bytes=rule.terms_bytes - weights_bytes_per_gpu,
         kv_bytes_per_gpu=rule.kv_bytes,
         count=gpu.count,
         rule=rule,
@@ -763,16 +763,18 @@ def budget_lines(b: Budget, units: str = "iec") -> list[str]:
             f"KV cache{per}: {b.requested_bytes:,} - {exact_terms} = {exact_and_human(b.kv_bytes_per_gpu, units)}",
         ]
     lines = [headline, f"usable{per}: {exact_and_human(b.usable_bytes, units)}; {b.gpu.source}"]
+    if b.rule.version:
+        lines.append(f"rules: {b.rule.engine} {b.rule.version} (--engine-version)")
+    if b.rule.fraction_note != "--gpu-memory-utilization":
+        lines.append(f"fraction: {b.rule.fraction_note}")
     if b.rule.basis is BudgetBasis.TOTAL:
         lines.append(
             f"requested: ceil({b.usable_bytes:,} B x {u}) = {exact_and_human(b.requested_bytes, units)} "
             "(--gpu-memory-utilization, as vLLM's request_memory)"
         )
-    lines += [
-        f"weights{per}: {exact_and_human(b.weights_bytes, units)}",
-        f"reserve{per}: {exact_and_human(b.reserve_bytes, units)} (activation peak, NCCL/cuBLAS workspaces; --reserve)",
-        *share,
-    ]
+    lines += [f"weights{per}: {exact_and_human(b.weights_bytes, units)}"]
+    lines += [f"{t.name}{per}: {exact_and_human(t.bytes, units)} ({t.note})" for t in b.rule.terms[1:]]
+    lines += share
     measured = b.gpu.entry.measured if b.gpu.entry is not None else None
     if measured is not None:
         lines.append(

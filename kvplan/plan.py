@@ -27,6 +27,7 @@ from kvplan.resolve import ModelSource, read_layout, resolve
 
 if TYPE_CHECKING:
     from kvplan.engines import Capacity, EngineEstimate, EngineOptions
+    from kvplan.gpus import Budget
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
 #: Digits a count may have before it is converted (MAX_COUNT has 19): no 4,300-digit int() conversions.
@@ -269,6 +270,13 @@ class CapacityReport:
     def warnings(self) -> tuple[ConfigWarning, ...]:
         return (*self.layout.warnings, *self.weight_warnings)
 
+    #: The budget the KV memory came from (None with --kv-memory).
+    budget: Budget | None = None
+    #: The command that serves this plan on the engine (None: ideal and transformers have no server), and what
+    #: it needs besides its arguments.
+    launch_command: tuple[str, ...] | None = None
+    launch_notes: tuple[str, ...] = ()
+
 
 def capacity(
     model: str,
@@ -281,9 +289,11 @@ def capacity(
     kv_heads: int | None = None,
     options: EngineOptions | None = None,
     num_gpus: int | None = None,
-    utilization: float = 0.90,
+    utilization: float | None = None,
     reserve_bytes: int | None = None,
     weights_dtype: str = AUTO,
+    k_dtype: str | None = None,
+    v_dtype: str | None = None,
     gpu_files: Sequence[Path] = (),
     revision: str | None = None,
     token: str | None = None,
@@ -292,10 +302,7 @@ def capacity(
 ) -> CapacityReport:
     """Blocks, tokens and concurrency ``engine`` (None: vLLM, or llama.cpp for a GGUF model) gets from
     ``kv_memory`` per GPU, or from a GPU's budget."""
-    from dataclasses import replace as dc_replace
-    from fractions import Fraction
-
-    from kvplan.engines import EngineOptions, engine_for, get_engine
+    from kvplan.engines import EngineOptions, LaunchPlan, Workload, engine_for, get_engine
     from kvplan.engines import capacity as engine_capacity
     from kvplan.readers.config import refuse_not_understood
 
@@ -311,42 +318,77 @@ def capacity(
         layout = with_kv_heads(layout, kv_heads)
     length, length_source = default_context(layout, max_model_len)
     opts = options or EngineOptions()
+    profile = get_engine(engine)
     gpu_title = None
     weight_warnings: tuple[ConfigWarning, ...] = ()
+    plan_budget = None
     if kv_memory is not None:
         memory = check_positive(Param.KV_MEMORY, kv_memory)
         lines = [f"KV memory per GPU: {memory:,} B (--kv-memory)"]
     else:
-        from kvplan.gpus import DEFAULT_RESERVE, check_utilization
-        from kvplan.solver import select_gpu, tensor_parallel
-        from kvplan.weights import weight_bytes
+        from kvplan.gpus import budget, budget_lines
+        from kvplan.solver import engine_options, select_gpu, tensor_parallel
+        from kvplan.weights import forward_shape, weight_bytes
 
         assert gpu is not None
         selection, tp = tensor_parallel(
             select_gpu(gpu, num_gpus=num_gpus, gpu_files=gpu_files),
             None if opts.tensor_parallel_size == 1 else opts.tensor_parallel_size,
         )
-        opts = dc_replace(opts, tensor_parallel_size=tp)
+        opts = engine_options(opts, selection, tp)
         weights = weight_bytes(layout, dtype=None if weights_dtype == AUTO else weights_dtype, kv_heads=kv_heads)
         per_gpu_weights = weights.bytes_per_gpu(tp)
         weight_warnings = weights.params.warnings
         if strict:
             refuse_not_understood(layout.model, weight_warnings)
-        reserve = DEFAULT_RESERVE if reserve_bytes is None else reserve_bytes
-        fraction = Fraction(str(check_utilization(utilization)))
-        rule = get_engine(engine).kv_budget(selection.usable_bytes, per_gpu_weights, reserve, fraction)
-        memory = rule.kv_bytes
+        work = Workload(layout, forward_shape(layout, weights), length, opts)
+        plan_budget = budget(
+            selection,
+            weights_bytes_per_gpu=per_gpu_weights,
+            utilization=utilization,
+            reserve_bytes=reserve_bytes,
+            engine=profile,
+            work=work,
+        )
+        memory = plan_budget.kv_bytes_per_gpu
         gpu_title = selection.title
-        lines = [f"{selection.title}; {selection.source}", f"KV memory per GPU = {rule.exact_text()}"]
+        lines = [f"{selection.title}; {selection.source}", f"KV memory per GPU = {plan_budget.rule.exact_text()}"]
+        lines += [line for line in budget_lines(plan_budget)[2:] if not line.startswith(("KV cache", "usable"))]
         if memory <= 0:
             raise OptionError(
                 Param.GPU,
                 f"nothing is left for the KV cache on {selection.title}: weights "
-                f"{per_gpu_weights:,} B and reserve {reserve:,} B exceed the budget; use more GPUs "
-                "(--num-gpus / --tensor-parallel-size) or a bigger GPU",
+                f"{per_gpu_weights:,} B and the engine's other terms {plan_budget.reserve_bytes:,} B exceed the "
+                "budget; use more GPUs (--num-gpus / --tensor-parallel-size) or a bigger GPU",
             )
     lines.append(f"max_model_len {length:,} ({length_source})")
     if engine_note:
         lines.append(engine_note)
-    cap = engine_capacity(engine, layout, memory, length, kv_cache_dtype=kv_cache_dtype, opts=opts)
-    return CapacityReport(source, layout, cap, tuple(lines), gpu_title, opts.tensor_parallel_size, own, weight_warnings)
+    cap = engine_capacity(
+        engine, layout, memory, length, kv_cache_dtype=kv_cache_dtype, k_dtype=k_dtype, v_dtype=v_dtype, opts=opts
+    )
+    launch = LaunchPlan(
+        model=model,
+        max_model_len=length,
+        max_num_seqs=max(1, cap.max_concurrent_requests),
+        kv_cache_dtype=kv_cache_dtype,
+        k_dtype=k_dtype,
+        v_dtype=v_dtype,
+        fraction=None if plan_budget is None else plan_budget.rule.fraction,
+        kv_cache_memory_bytes=memory if kv_memory is not None else None,
+        opts=opts,
+    )
+    command, notes = profile.launch(layout, launch)
+    return CapacityReport(
+        source,
+        layout,
+        cap,
+        tuple(lines),
+        gpu_title,
+        opts.tensor_parallel_size,
+        own,
+        weight_warnings,
+        plan_budget,
+        command,
+        notes,
+    )

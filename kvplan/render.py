@@ -593,6 +593,7 @@ def render_pick_g(report: PickGReport, units: str = "iec", console: Console | No
     if report.ways or report.charts or report.skipped:
         say(console)
     _notes(console, report.notes)
+    render_launch(console, report.launch_command, report.launch_notes)
 
 
 def render_g_table(console: Console, report: PickGReport, cell: PickGCell, units: str) -> None:
@@ -864,6 +865,7 @@ def render_fit(report: FitReport, units: str = "iec", console: Console | None = 
     if report.notes:
         say(console)
     _notes(console, report.notes)
+    render_launch(console, report.launch_command, report.launch_notes)
 
 
 def _gpus_ctx_text(g: GpusAnswer) -> str:
@@ -893,6 +895,34 @@ def print_info(message: str) -> None:
 def print_note(message: str) -> None:
     """A one-line verdict on stderr (``--check`` failures)."""
     stderr_console().print(Text(f"kvplan: {message}", style="bold red"))
+
+
+def shell_lines(words: list[str], width: int) -> list[str]:
+    """Shell words as lines of at most ``width`` columns (a longer word stands alone), joined by " \\"."""
+    lines: list[str] = []
+    current = "  " + words[0]
+    for word in words[1:]:
+        if len(current) + 1 + len(word) + 2 > width:
+            lines.append(current + " \\")
+            current = "      " + word
+        else:
+            current += " " + word
+    return [*lines, current]
+
+
+def render_launch(console: Console, command: tuple[str, ...] | None, notes: tuple[str, ...]) -> None:
+    """The engine's launch command for the plan, shell-quoted, and what it needs besides its arguments."""
+    import shlex
+
+    if command is None and not notes:
+        return
+    say(console)
+    say(console, Text("Launch", style="bold"))
+    if command is not None:  # broken only between arguments, with shell continuations, so it pastes as it is
+        for line in shell_lines([shlex.quote(a) for a in command], console.width):
+            console.print(Text(line), soft_wrap=True)
+    for note in notes:
+        say(console, Text(f"  {note}", style="dim"))
 
 
 def render_capacity(report: CapacityReport, units: str = "iec", console: Console | None = None) -> None:
@@ -925,6 +955,7 @@ def render_capacity(report: CapacityReport, units: str = "iec", console: Console
     say(console, Text("Arithmetic", style="bold"))
     for line in (*report.memory_lines, *cap.lines):
         say(console, Text(f"  {line}"))
+    render_launch(console, report.launch_command, report.launch_notes)
 
 
 def verify_progress() -> Progress:

@@ -459,8 +459,17 @@ class GpuOut(Out):
     source: str
 
 
+class BudgetTermOut(Out):
+    """One thing the engine holds per GPU besides the KV cache (weights, activation peak, ...), and why."""
+
+    name: str
+    bytes: int
+    note: str
+
+
 class BudgetOut(Out):
-    """Per GPU: requested = ceil(usable x utilization); kv = requested - weights - reserve (may be negative)."""
+    """Per GPU: requested = ceil(usable x utilization); kv = requested - weights - the engine's other terms
+    (reserve_bytes: their sum); TensorRT-LLM: kv = floor((usable - terms) x utilization). May be negative."""
 
     usable_bytes: int
     utilization: float
@@ -470,6 +479,10 @@ class BudgetOut(Out):
     kv_bytes: int
     fits: bool
     lines: list[str]
+    #: Every term, weights first; the engine version whose rules produced them; where the fraction came from.
+    terms: list[BudgetTermOut]
+    engine_version: str
+    fraction_source: str
 
 
 class GOptionOut(Out):
@@ -575,6 +588,9 @@ class PickGOut(Out):
     ways: list[WayOut]
     charts: list[ChartOut]
     notes: list[str]
+    #: The engine's launch command for the model's own G at the largest ctx x batch (argv; None: none).
+    launch_command: list[str] | None
+    launch_notes: list[str]
 
 
 def gpu_out(gpu: GpuSelection) -> GpuOut:
@@ -599,6 +615,9 @@ def budget_out(b: Budget) -> BudgetOut:
         kv_bytes=b.kv_bytes_per_gpu,
         fits=b.fits,
         lines=budget_lines(b),
+        terms=[BudgetTermOut(name=t.name, bytes=t.bytes, note=t.note) for t in b.rule.terms],
+        engine_version=b.rule.version,
+        fraction_source=b.rule.fraction_note,
     )
 
 
@@ -699,6 +718,8 @@ def pick_g_out(report: PickGReport) -> PickGOut:
             for ch in report.charts
         ],
         notes=list(report.notes),
+        launch_command=None if report.launch_command is None else list(report.launch_command),
+        launch_notes=list(report.launch_notes),
     )
 
 
@@ -776,6 +797,9 @@ class FitOut(Out):
     max_batch: list[MaxBatchOut]
     min_gpus: list[MinGpusOut]
     notes: list[str]
+    #: The engine's launch command for the largest ctx x batch on the fewest GPUs it fits on (argv; None: none).
+    launch_command: list[str] | None
+    launch_notes: list[str]
 
 
 def fit_out(report: FitReport) -> FitOut:
@@ -852,6 +876,8 @@ def fit_out(report: FitReport) -> FitOut:
             for g in report.min_gpus
         ],
         notes=list(report.notes),
+        launch_command=None if report.launch_command is None else list(report.launch_command),
+        launch_notes=list(report.launch_notes),
     )
 
 
@@ -875,6 +901,11 @@ class CapacityOut(Out):
     max_concurrent_requests: int
     facts: dict[str, int]
     explanation: list[str]
+    #: The GPU budget the KV memory came from (None with --kv-memory).
+    budget: BudgetOut | None
+    #: The engine's launch command for this plan (argv; None: the engine has no server).
+    launch_command: list[str] | None
+    launch_notes: list[str]
 
 
 def capacity_out(report: CapacityReport) -> CapacityOut:
@@ -897,6 +928,9 @@ def capacity_out(report: CapacityReport) -> CapacityOut:
         max_concurrent_requests=cap.max_concurrent_requests,
         facts=dict(cap.facts),
         explanation=[*report.memory_lines, *cap.lines],
+        budget=None if report.budget is None else budget_out(report.budget),
+        launch_command=None if report.launch_command is None else list(report.launch_command),
+        launch_notes=list(report.launch_notes),
     )
 
 

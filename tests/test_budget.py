@@ -22,8 +22,8 @@ RESERVE = 2 * 2**30
 def test_trtllm_fit_and_capacity_agree_on_the_free_memory_rule() -> None:
     expected = (H100_USABLE - LLAMA31_8B_WEIGHTS - RESERVE) * 9 // 10
     assert expected == 60_131_369_779
-    fit = kvplan.fit(LLAMA31_8B, gpu="h100", ctx=8192, engine="trtllm")
-    cap = kvplan.capacity(LLAMA31_8B, gpu="h100", max_model_len=8192, engine="trtllm")
+    fit = kvplan.fit(LLAMA31_8B, gpu="h100", ctx=8192, engine="trtllm", reserve_bytes=RESERVE)
+    cap = kvplan.capacity(LLAMA31_8B, gpu="h100", max_model_len=8192, engine="trtllm", reserve_bytes=RESERVE)
     assert fit.budget.weights_bytes == LLAMA31_8B_WEIGHTS
     assert fit.budget.kv_bytes_per_gpu == expected
     assert cap.capacity.kv_memory_bytes == expected
@@ -33,17 +33,21 @@ def test_trtllm_fit_and_capacity_agree_on_the_free_memory_rule() -> None:
 def test_vllm_budget_is_a_share_of_the_whole_gpu() -> None:
     expected = -(-H100_USABLE * 9 // 10) - LLAMA31_8B_WEIGHTS - RESERVE
     assert expected == 58_310_569_165
-    fit = kvplan.fit(LLAMA31_8B, gpu="h100", ctx=8192, engine="vllm")
-    cap = kvplan.capacity(LLAMA31_8B, gpu="h100", max_model_len=8192, engine="vllm")
+    fit = kvplan.fit(LLAMA31_8B, gpu="h100", ctx=8192, engine="vllm", reserve_bytes=RESERVE)
+    cap = kvplan.capacity(LLAMA31_8B, gpu="h100", max_model_len=8192, engine="vllm", reserve_bytes=RESERVE)
     assert fit.budget.kv_bytes_per_gpu == cap.capacity.kv_memory_bytes == expected
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_every_command_uses_the_engines_one_rule(engine: str) -> None:
     rule = get_engine(engine).kv_budget(H100_USABLE, LLAMA31_8B_WEIGHTS, RESERVE, Fraction(9, 10))
-    fit = kvplan.fit(LLAMA31_8B, gpu="h100", ctx=8192, engine=engine)
-    cap = kvplan.capacity(LLAMA31_8B, gpu="h100", max_model_len=8192, engine=engine)
-    pick = kvplan.pick_g(LLAMA31_8B, gpu="h100", ctx=8192, batch=1, engine=engine)
+    fit = kvplan.fit(LLAMA31_8B, gpu="h100", ctx=8192, engine=engine, reserve_bytes=RESERVE, utilization=0.9)
+    cap = kvplan.capacity(
+        LLAMA31_8B, gpu="h100", max_model_len=8192, engine=engine, reserve_bytes=RESERVE, utilization=0.9
+    )
+    pick = kvplan.pick_g(
+        LLAMA31_8B, gpu="h100", ctx=8192, batch=1, engine=engine, reserve_bytes=RESERVE, utilization=0.9
+    )
     assert fit.budget.kv_bytes_per_gpu == cap.capacity.kv_memory_bytes == rule.kv_bytes
     own = next(o for o in pick.single.options if o.g == 8)
     assert own.kv_budget_bytes == rule.kv_bytes

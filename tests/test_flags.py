@@ -15,14 +15,18 @@ from typer.testing import CliRunner
 import kvplan
 from kvplan.cli import app
 from kvplan.cli.flags import FLAGS, cli_message
+from kvplan.engines import EngineOptions
+from kvplan.engines.registry import ENGINE_CLASSES
 from kvplan.errors import OptionError, Param
 
 ROOT = Path(__file__).parent.parent
-FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
 #: Flags of other tools (the engines themselves, pip) that kvplan's messages cite: not kvplan options.
 OTHER_TOOLS_FLAGS = {
     "--page-size": "SGLang",
     "--mem-fraction-static": "SGLang",
+    "--speculative-config": "vLLM (the EAGLE draft checkpoint a launch note asks for)",
+    "--spec-draft-n-max": "llama.cpp",
     "--force-reinstall": "pip",
     "--index-url": "pip",
 }
@@ -66,15 +70,46 @@ def test_every_flag_in_the_table_exists() -> None:
             assert flag in real, (param, flag)
 
 
+def server_flags(path: Path) -> set[str]:
+    """The server flags of the engines a module defines: an engine's module may name its own server's flags
+    (launch commands, notes), no other module may."""
+    module = path.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
+    return {flag for cls in ENGINE_CLASSES.values() if cls.__module__ == module for flag in cls.SERVER_FLAGS}
+
+
 def test_every_flag_a_message_names_exists() -> None:
     real = kvplan_flags() | set(OTHER_TOOLS_FLAGS)
-    named = {}
+    missing: dict[str, str] = {}
     for path in (ROOT / "kvplan").rglob("*.py"):
+        own = server_flags(path)
         for text in messages(path):
             for flag in FLAG.findall(text):
-                named.setdefault(flag, path.relative_to(ROOT).as_posix())
-    missing = {flag: where for flag, where in named.items() if flag not in real}
+                if flag not in real and flag not in own:
+                    missing.setdefault(flag, path.relative_to(ROOT).as_posix())
     assert not missing, missing
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "llama.cpp", "trtllm"])
+@pytest.mark.parametrize(
+    "model", ["meta-llama/Meta-Llama-3.1-8B", "deepseek-ai/DeepSeek-V2-Lite", "google/gemma-3-27b-it"]
+)
+def test_every_flag_of_a_launch_command_is_the_engines(engine: str, model: str) -> None:
+    """The launch command fit prints uses only flags its engine's module lists (and cites) as the server's."""
+    layers_split = engine == "llama.cpp"  # llama.cpp splits layers, not heads, and has no fp8 KV
+    report = kvplan.fit(
+        model,
+        gpu="h200" if layers_split else "8xh200",
+        ctx=8192,
+        engine=engine,
+        kv_cache_dtype="q8_0" if layers_split else "fp8",
+        options=EngineOptions(pipeline_parallel_size=4 if layers_split else 1, n_ubatch=256),
+    )
+    assert report.launch_command, (engine, model)
+    args = report.launch_command
+    if args[:2] == ("python", "-m"):  # SGLang's server is a module: python's -m, then the server's flags
+        args = args[3:]
+    used = {arg for arg in args if arg.startswith("-")}
+    assert used <= ENGINE_CLASSES[engine].SERVER_FLAGS, used - ENGINE_CLASSES[engine].SERVER_FLAGS
 
 
 def test_the_check_can_fail() -> None:

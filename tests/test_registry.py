@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from kvplan.cli import app
 from kvplan.engines import registry
-from kvplan.engines.base import Engine
-from kvplan.engines.budget import KvBudget, whole_gpu_budget
+from kvplan.engines.base import Engine, Workload
+from kvplan.engines.budget import KvBudget
 
 from .conftest import FIXTURES
 from .toy_engine import ToyEngine
@@ -94,10 +94,17 @@ def test_an_engine_without_a_capacity_rule_is_refused() -> None:
         summary = "no capacity, no tensors"
         label = "half"
 
-        def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
-            return whole_gpu_budget(self.name, usable, weights, reserve, fraction)
+        def kv_budget(
+            self,
+            usable: int,
+            weights: int,
+            reserve: int | None,
+            fraction: Fraction | None,
+            work: Workload | None = None,
+        ) -> KvBudget:
+            return self.whole_gpu_budget(usable, weights, reserve, fraction, work)
 
-    with pytest.raises(TypeError, match="capacity, stage_tensors"):
+    with pytest.raises(TypeError, match="capacity, launch_command, stage_tensors"):
         registry.register(Half)
 
 

@@ -361,9 +361,17 @@ def kv_limit(layout: CacheLayout, usable: int, g: int | None, tp: int = 1, engin
 
 
 def engine_kv(
-    layout: CacheLayout, ctx: int, batch: int, dtype: str = "auto", tp: int = 1, engine: str = "ideal"
+    layout: CacheLayout,
+    ctx: int,
+    batch: int,
+    dtype: str = "auto",
+    tp: int = 1,
+    engine: str = "ideal",
+    usable: int | None = None,
 ) -> int:
-    opts = EngineOptions(tensor_parallel_size=tp)
+    """Per-GPU KV as the engine costs it; on a GPU of ``usable`` bytes as the solver sees it (vLLM's batch
+    defaults follow the GPU's memory)."""
+    opts = EngineOptions(tensor_parallel_size=tp, device_memory_bytes=usable, device_name="test")
     return get_engine(engine).estimate(layout, ctx, batch, kv_cache_dtype=dtype, opts=opts).per_gpu_bytes
 
 
@@ -420,7 +428,15 @@ def test_max_batch_fits_and_one_more_does_not(plan: tuple[CacheLayout, int, int,
     layout, usable, ctx, batch = plan
     try:
         report = fit_for_layout(
-            layout, SOURCE, gpu_of(usable), ctx, batch, engine=engine, kv_cache_dtype=dtype, reserve_bytes=0
+            layout,
+            SOURCE,
+            gpu_of(usable),
+            ctx,
+            batch,
+            engine=engine,
+            kv_cache_dtype=dtype,
+            reserve_bytes=0,
+            utilization=0.9,
         )
     except OptionError:
         assume(False)
@@ -430,8 +446,8 @@ def test_max_batch_fits_and_one_more_does_not(plan: tuple[CacheLayout, int, int,
     (answer,) = report.max_batch
     assert answer.batch is not None
     if answer.batch:
-        assert engine_kv(layout, ctx, answer.batch, dtype, engine=engine) <= limit
-    assert engine_kv(layout, ctx, answer.batch + 1, dtype, engine=engine) > limit
+        assert engine_kv(layout, ctx, answer.batch, dtype, engine=engine, usable=usable) <= limit
+    assert engine_kv(layout, ctx, answer.batch + 1, dtype, engine=engine, usable=usable) > limit
 
 
 @PROPS
@@ -440,7 +456,15 @@ def test_max_ctx_fits_and_one_more_does_not(plan: tuple[CacheLayout, int, int, i
     layout, usable, ctx, batch = plan
     try:
         report = fit_for_layout(
-            layout, SOURCE, gpu_of(usable), ctx, batch, engine=engine, kv_cache_dtype=dtype, reserve_bytes=0
+            layout,
+            SOURCE,
+            gpu_of(usable),
+            ctx,
+            batch,
+            engine=engine,
+            kv_cache_dtype=dtype,
+            reserve_bytes=0,
+            utilization=0.9,
         )
     except OptionError:
         assume(False)
@@ -451,11 +475,11 @@ def test_max_ctx_fits_and_one_more_does_not(plan: tuple[CacheLayout, int, int, i
     cap, memory = layout.max_context, answer.by_memory
     assert answer.ctx == (memory if cap is None or (memory is not None and memory <= cap) else cap)
     if memory is None:  # unbounded: the cache stopped growing (every layer windowed)
-        assert engine_kv(layout, CTX_CAP, batch, dtype, engine=engine) <= limit
+        assert engine_kv(layout, CTX_CAP, batch, dtype, engine=engine, usable=usable) <= limit
         return
     if memory:
-        assert engine_kv(layout, memory, batch, dtype, engine=engine) <= limit
-    assert engine_kv(layout, memory + 1, batch, dtype, engine=engine) > limit
+        assert engine_kv(layout, memory, batch, dtype, engine=engine, usable=usable) <= limit
+    assert engine_kv(layout, memory + 1, batch, dtype, engine=engine, usable=usable) > limit
 
 
 @PROPS

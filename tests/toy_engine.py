@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fractions import Fraction
 
-from kvplan.engines.base import Capacity, Engine, EngineOptions, cdiv
-from kvplan.engines.budget import KvBudget, whole_gpu_budget
+from kvplan.engines.base import Capacity, Engine, EngineOptions, LaunchPlan, Workload, cdiv
+from kvplan.engines.budget import KvBudget
 from kvplan.engines.ideal import bhsd_layer
 from kvplan.engines.tensors import LayerTensors
 from kvplan.formula import CacheTypes
@@ -30,13 +30,22 @@ class ToyEngine(Engine):
         held = layer.tokens_held(ctx)
         return cdiv(held, SLAB) * SLAB * batch, f"cdiv({held:,}, {SLAB}) slabs"
 
-    def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
-        return whole_gpu_budget(self.name, usable, weights, reserve, fraction)
+    def kv_budget(
+        self, usable: int, weights: int, reserve: int | None, fraction: Fraction | None, work: Workload | None = None
+    ) -> KvBudget:
+        return self.whole_gpu_budget(usable, weights, reserve, fraction, work)
 
     def capacity(
-        self, layout: CacheLayout, kv_memory: int, max_model_len: int, kv_cache_dtype: str, opts: EngineOptions
+        self,
+        layout: CacheLayout,
+        kv_memory: int,
+        max_model_len: int,
+        kv_cache_dtype: str,
+        opts: EngineOptions,
+        k_dtype: str | None = None,
+        v_dtype: str | None = None,
     ) -> Capacity:
-        one = self.estimate(layout, SLAB, 1, kv_cache_dtype=kv_cache_dtype, opts=opts)
+        one = self.estimate(layout, SLAB, 1, kv_cache_dtype=kv_cache_dtype, k_dtype=k_dtype, v_dtype=v_dtype, opts=opts)
         slabs = kv_memory // one.per_gpu_bytes
         per_request = cdiv(max_model_len, SLAB)
         lines = (f"slabs = {kv_memory:,} // {one.per_gpu_bytes:,} = {slabs:,}",)
@@ -47,3 +56,6 @@ class ToyEngine(Engine):
         self, stage: Sequence[LayerSpec], ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
     ) -> list[LayerTensors]:
         return [bhsd_layer(self, layer, ctx, batch, types, opts) for layer in stage]
+
+    def launch_command(self, plan: LaunchPlan) -> tuple[str, ...] | None:
+        return ("toy-serve", plan.model, "--slabs", str(plan.max_num_seqs))

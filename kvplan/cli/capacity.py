@@ -8,9 +8,14 @@ import typer
 
 from kvplan.cli.app import app
 from kvplan.cli.options import (
+    AsyncOpt,
     BatchedOpt,
     BlockOpt,
+    CacheKOpt,
+    CacheVOpt,
     CtxOpt,
+    EagerOpt,
+    EngineVersionOpt,
     GpuFileOpt,
     GpuOpt,
     ImagesOpt,
@@ -18,12 +23,15 @@ from kvplan.cli.options import (
     KvDtypeOpt,
     KvHeadsOpt,
     KvMemoryOpt,
+    MaxSeqsOpt,
     ModelArg,
     NumGpusOpt,
     PpOpt,
     PrefixOpt,
     ReserveOpt,
     RevisionOpt,
+    SpecLayersOpt,
+    SpecTokensOpt,
     StrictOpt,
     SwaFullOpt,
     TokenOpt,
@@ -35,7 +43,9 @@ from kvplan.cli.options import (
     UtilizationOpt,
     WeightsDtypeOpt,
     _count,
+    _kv_memory,
     _reserve,
+    engine_options,
 )
 from kvplan.engines.registry import engine_help
 from kvplan.errors import Param
@@ -62,9 +72,17 @@ def capacity(
     ubatch_size: UbatchOpt = 512,
     swa_full: SwaFullOpt = False,
     num_gpus: NumGpusOpt = None,
-    gpu_memory_utilization: UtilizationOpt = 0.90,
+    gpu_memory_utilization: UtilizationOpt = None,
     reserve: ReserveOpt = None,
     dtype: WeightsDtypeOpt = "auto",
+    cache_type_k: CacheKOpt = None,
+    cache_type_v: CacheVOpt = None,
+    max_num_seqs: MaxSeqsOpt = None,
+    async_scheduling: AsyncOpt = None,
+    enforce_eager: EagerOpt = False,
+    speculative_layers: SpecLayersOpt = 0,
+    speculative_tokens: SpecTokensOpt = None,
+    engine_version: EngineVersionOpt = None,
     gpu_file: GpuFileOpt = None,
     json: JsonOpt = False,
     units: UnitsOpt = Units.iec,
@@ -76,26 +94,26 @@ def capacity(
     """Blocks, tokens and max concurrency an engine allocates from --kv-memory (or from --gpu's budget), computed
     the way that engine computes them; --ctx / --max-model-len is the request length for concurrency."""
     from kvplan import plan
-    from kvplan.engines import EngineOptions
 
-    memory = None
-    if kv_memory is not None:
-        from kvplan.gpus import parse_bytes
-
-        memory = parse_bytes(kv_memory, Param.KV_MEMORY)
-    options = EngineOptions(
-        tensor_parallel_size=tensor_parallel_size or 1,
+    options = engine_options(
+        tensor_parallel_size=tensor_parallel_size,
         pipeline_parallel_size=pipeline_parallel_size,
         block_size=block_size,
         max_num_batched_tokens=max_num_batched_tokens,
-        n_ubatch=ubatch_size,
+        max_num_seqs=max_num_seqs,
+        ubatch_size=ubatch_size,
         swa_full=swa_full,
         kv_unified=kv_unified,
         enable_prefix_caching=enable_prefix_caching,
+        async_scheduling=async_scheduling,
+        enforce_eager=enforce_eager,
+        speculative_layers=speculative_layers,
+        speculative_tokens=speculative_tokens,
+        engine_version=engine_version,
     )
     report = plan.capacity(
         model,
-        kv_memory=memory,
+        kv_memory=_kv_memory(kv_memory),
         gpu=gpu,
         max_model_len=_count(ctx, Param.CTX),
         engine=engine,
@@ -106,6 +124,8 @@ def capacity(
         utilization=gpu_memory_utilization,
         reserve_bytes=_reserve(reserve),
         weights_dtype=dtype,
+        k_dtype=cache_type_k,
+        v_dtype=cache_type_v,
         gpu_files=gpu_file or (),
         revision=revision,
         token=token,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kvplan.engines.registry import engine_help
 from kvplan.errors import Param
+
+if TYPE_CHECKING:
+    from kvplan.engines import EngineOptions
 
 
 class Units(StrEnum):
@@ -162,8 +165,14 @@ NumGpusOpt = Annotated[
 
 
 UtilizationOpt = Annotated[
-    float,
-    typer.Option("--gpu-memory-utilization", help="Share of each GPU's memory the engine may use (vLLM: 0.90)."),
+    float | None,
+    typer.Option(
+        "--gpu-memory-utilization",
+        help="Share of each GPU's memory the engine may use (vLLM's gpu_memory_utilization, SGLang's "
+        "mem_fraction_static, TensorRT-LLM's free_gpu_memory_fraction). Default: the engine's (0.90; SGLang's "
+        "own rule by GPU).",
+        show_default=False,
+    ),
 ]
 
 
@@ -171,7 +180,8 @@ ReserveOpt = Annotated[
     str | None,
     typer.Option(
         "--reserve",
-        help="Per-GPU memory kept for activations, NCCL and cuBLAS workspaces: 2GiB (the default), 512MiB, 4GB.",
+        help="Per-GPU memory kept besides weights and KV (2GiB, 512MiB, 4GB), in place of the engine's own terms "
+        "(vLLM: activation peak, non-torch memory, CUDA graphs; ideal: a stated 2 GiB).",
     ),
 ]
 
@@ -217,8 +227,56 @@ def _reserve(text: str | None) -> int | None:
 
 
 KvMemoryOpt = Annotated[
-    str | None, typer.Option("--kv-memory", help="KV memory per GPU, e.g. 8GiB or 20GB (instead of --gpu).")
+    str | None,
+    typer.Option(
+        "--kv-memory",
+        help="KV memory per GPU, e.g. 8GiB, 20GB or a bare byte count as engines print it (instead of --gpu).",
+    ),
 ]
+
+
+def _kv_memory(text: str | None) -> int | None:
+    from kvplan.gpus import parse_bytes
+
+    return None if text is None else parse_bytes(text, Param.KV_MEMORY, bare_bytes=True)
+
+
+def engine_options(
+    *,
+    tensor_parallel_size: int | None = None,
+    pipeline_parallel_size: int = 1,
+    block_size: int | None = None,
+    max_num_batched_tokens: int | None = None,
+    max_num_seqs: int | None = None,
+    ubatch_size: int = 512,
+    swa_full: bool = False,
+    kv_unified: bool = True,
+    enable_prefix_caching: bool = True,
+    async_scheduling: bool | None = None,
+    enforce_eager: bool = False,
+    speculative_layers: int = 0,
+    speculative_tokens: int | None = None,
+    engine_version: str | None = None,
+) -> EngineOptions:
+    """The engine options the flags name (the one place that maps engine flags to EngineOptions)."""
+    from kvplan.engines import EngineOptions
+
+    return EngineOptions(
+        tensor_parallel_size=tensor_parallel_size or 1,
+        pipeline_parallel_size=pipeline_parallel_size,
+        block_size=block_size,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_num_seqs=max_num_seqs,
+        n_ubatch=ubatch_size,
+        swa_full=swa_full,
+        kv_unified=kv_unified,
+        enable_prefix_caching=enable_prefix_caching,
+        async_scheduling=async_scheduling,
+        enforce_eager=enforce_eager,
+        speculative_layers=speculative_layers,
+        speculative_tokens=speculative_tokens,
+        engine_version=engine_version,
+    )
 
 
 PrefixOpt = Annotated[
@@ -245,11 +303,61 @@ ImagesOpt = Annotated[
 ]
 
 
+AsyncOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--async-scheduling/--no-async-scheduling",
+        help="vLLM: two batches in flight (sliding layers keep twice the batched tokens). Default: the version's "
+        "(on from 0.14.0).",
+        show_default=False,
+    ),
+]
+
+
+EagerOpt = Annotated[
+    bool, typer.Option("--enforce-eager", help="vLLM: no CUDA graphs, so no CUDA-graph memory in the budget.")
+]
+
+
+SpecLayersOpt = Annotated[
+    int,
+    typer.Option(
+        "--speculative-layers",
+        help="Speculative decoding: N draft layers cached with the target (the model's MTP layers where it has "
+        "them, else EAGLE-style layers of the target's attention shape).",
+    ),
+]
+
+
+SpecTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--speculative-tokens",
+        help="Tokens drafted per step (vLLM num_speculative_tokens, llama.cpp --spec-draft-n-max: its rollback rows).",
+    ),
+]
+
+
 StrictOpt = Annotated[
     bool,
     typer.Option(
         "--strict",
         help="Refuse (exit 2) a config kvplan does not fully understand: a key that can shape the cache or the "
         "weights and no rule read, an unknown model_type, an assumed value. Without it these are warnings.",
+    ),
+]
+
+
+MaxSeqsOpt = Annotated[
+    int | None,
+    typer.Option("--max-num-seqs", help="Sequences the engine batches (its activation peak). Default: the engine's."),
+]
+
+
+EngineVersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine-version",
+        help="The engine version whose rules apply (vLLM 0.11 to 0.33; default: the version kvplan models).",
     ),
 ]

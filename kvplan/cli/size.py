@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kvplan.cli.app import app
 from kvplan.cli.options import (
+    AsyncOpt,
     BatchedOpt,
     BatchOpt,
     BlockOpt,
@@ -11,6 +12,7 @@ from kvplan.cli.options import (
     CacheVOpt,
     CtxOpt,
     EngineOpt,
+    EngineVersionOpt,
     ImagesOpt,
     JsonOpt,
     KvDtypeOpt,
@@ -18,6 +20,8 @@ from kvplan.cli.options import (
     ModelArg,
     PpOpt,
     RevisionOpt,
+    SpecLayersOpt,
+    SpecTokensOpt,
     StrictOpt,
     SwaFullOpt,
     TokenOpt,
@@ -26,6 +30,7 @@ from kvplan.cli.options import (
     Units,
     UnitsOpt,
     _count,
+    engine_options,
 )
 from kvplan.errors import Param
 
@@ -46,6 +51,10 @@ def size(
     swa_full: SwaFullOpt = False,
     cache_type_k: CacheKOpt = None,
     cache_type_v: CacheVOpt = None,
+    async_scheduling: AsyncOpt = None,
+    speculative_layers: SpecLayersOpt = 0,
+    speculative_tokens: SpecTokensOpt = None,
+    engine_version: EngineVersionOpt = None,
     json: JsonOpt = False,
     units: UnitsOpt = Units.iec,
     revision: RevisionOpt = None,
@@ -56,15 +65,18 @@ def size(
     """KV-cache bytes per token, per sequence and in total, with the arithmetic, the G spectrum and, under
     --engine, what that engine allocates on each GPU and why it differs."""
     from kvplan import plan
-    from kvplan.engines import EngineOptions
 
-    options = EngineOptions(
-        tensor_parallel_size=1 if tensor_parallel_size is None else tensor_parallel_size,
+    options = engine_options(
+        tensor_parallel_size=tensor_parallel_size,
         pipeline_parallel_size=pipeline_parallel_size,
         block_size=block_size,
         max_num_batched_tokens=max_num_batched_tokens,
-        n_ubatch=ubatch_size,
+        ubatch_size=ubatch_size,
         swa_full=swa_full,
+        async_scheduling=async_scheduling,
+        speculative_layers=speculative_layers,
+        speculative_tokens=speculative_tokens,
+        engine_version=engine_version,
     )
     report = plan.size(
         model,

@@ -7,12 +7,16 @@ the largest GPU and the whole deployment, and explain what the engine adds over 
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, ClassVar
 
+from kvplan.dtypes import canonical_name
+from kvplan.engines.budget import WHOLE_GPU, BudgetTerm, KvBudget, total_fraction_budget
+from kvplan.engines.overhead import ForwardShape, GiB
 from kvplan.errors import OptionError, Param
 from kvplan.formula import (
     CacheEstimate,
@@ -31,12 +35,27 @@ from kvplan.formula import (
 from kvplan.layout import CacheLayout, LayerKind, LayerSpec, StateTensor
 
 if TYPE_CHECKING:
-    from kvplan.engines.budget import KvBudget
     from kvplan.engines.tensors import LayerTensors
 
 
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[.+-].*)?$")
+
+
+def version_tuple(text: str, oldest: tuple[int, int, int], newest: tuple[int, int, int]) -> tuple[int, int, int]:
+    """``0.19``, ``v0.19.1`` or ``0.20.1rc1`` as (0, 19, 0) / (0, 19, 1) / (0, 20, 1), within [oldest, newest]."""
+    match = _VERSION.match(text.strip())
+    if not match:
+        raise OptionError(Param.ENGINE_VERSION, f"{text!r} is not a version (examples: 0.19, 0.19.1)")
+    major, minor, patch = (int(g) if g else 0 for g in match.groups())
+    version = (major, minor, patch)
+    if not oldest <= version <= newest:
+        span = f"{'.'.join(map(str, oldest))} to {'.'.join(map(str, newest))}"
+        raise OptionError(Param.ENGINE_VERSION, f"{text.strip()} is outside the versions kvplan models ({span})")
+    return version
 
 
 @dataclass(frozen=True)
@@ -56,8 +75,83 @@ class EngineOptions:
     kv_unified: bool = True
     #: vLLM --enable-prefix-caching (default on in 0.33): Mamba layers then keep their state in "align" mode.
     enable_prefix_caching: bool = True
-    #: vLLM async scheduling (default on): two batches in flight, so sliding layers keep twice the batched tokens.
-    async_scheduling: bool = True
+    #: vLLM async scheduling: two batches in flight, so sliding layers keep twice the batched tokens. None: the
+    #: modelled version's default (on from vLLM 0.14.0).
+    async_scheduling: bool | None = None
+    #: vLLM --max-num-seqs / SGLang --max-running-requests / TensorRT-LLM max_batch_size: the batch the engine
+    #: profiles its activation peak with. None: the engine's default for the GPU.
+    max_num_seqs: int | None = None
+    #: vLLM --enforce-eager: no CUDA graphs (and no CUDA-graph memory in the budget).
+    enforce_eager: bool = False
+    #: Draft layers of speculative decoding kept in the same pool: EAGLE-style draft layers with the target's
+    #: attention shape, or the model's own MTP layers (num_nextn_predict_layers) where it has them.
+    speculative_layers: int = 0
+    #: Tokens drafted per step (vLLM num_speculative_tokens, llama.cpp --spec-draft-n-max; llama.cpp keeps that
+    #: many recurrent-state snapshots). None: the engine's default.
+    speculative_tokens: int | None = None
+    #: The engine version whose rules apply. None: the version kvplan models (named in the output).
+    engine_version: str | None = None
+    #: The GPU the engine runs on, for defaults that depend on it (vLLM's max_num_batched_tokens): total bytes
+    #: as the engine reads them, and the name it reports. None: no GPU named.
+    device_memory_bytes: int | None = None
+    device_name: str = ""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What an engine's memory before the cache is computed for: the model, its forward shape, the request
+    length and the engine's options (tp, pp, batch limits, CUDA graphs, speculative layers, version)."""
+
+    layout: CacheLayout
+    shape: ForwardShape
+    max_model_len: int
+    opts: EngineOptions
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What a plan asks an engine to serve: the numbers its launch command carries."""
+
+    #: The model as the user named it (a Hub id, or a path).
+    model: str
+    #: Tokens per sequence (vLLM --max-model-len, SGLang --context-length, TensorRT-LLM --max_seq_len).
+    max_model_len: int
+    #: Sequences served at once (vLLM --max-num-seqs, SGLang --max-running-requests, llama.cpp -np).
+    max_num_seqs: int
+    #: The KV dtype as asked (``auto`` for the engine's default) and, for llama.cpp, K and V apart.
+    kv_cache_dtype: str = "auto"
+    k_dtype: str | None = None
+    v_dtype: str | None = None
+    #: The memory fraction the plan's budget used (None: the engine's default was not overridden).
+    fraction: Fraction | None = None
+    opts: EngineOptions = field(default_factory=lambda: EngineOptions())
+    #: How speculative decoding drafts when opts.speculative_layers > 0: "mtp" (the model's own MTP layers) or
+    #: "eagle" (a separate draft checkpoint).
+    speculative_method: str = "eagle"
+    #: The canonical dtype ``auto`` resolves to for this model (the engine's own "auto" spelling then fits).
+    auto_dtype: str = ""
+    #: A KV memory the plan was given in bytes rather than derived from a GPU (vLLM --kv-cache-memory-bytes).
+    kv_cache_memory_bytes: int | None = None
+
+
+def engine_dtype(plan_dtype: str, auto_dtype: str, spellings: dict[str, str], engine: str, option: str) -> str:
+    """A KV dtype in an engine's own spelling: its "auto" when that is what auto resolves to, else the engine's
+    name for it; a dtype the engine's flag has no value for is an error naming the values it has."""
+    name = "auto" if plan_dtype == "auto" else canonical_name(plan_dtype)
+    if name in ("auto", auto_dtype):
+        return "auto"
+    if name not in spellings:
+        raise OptionError(
+            Param.KV_CACHE_DTYPE,
+            f"{engine}'s {option} has no value for {name} (it takes {', '.join(spellings.values())})",
+        )
+    return spellings[name]
+
+
+def fraction_text(value: Fraction) -> str:
+    """A fraction as a short decimal for a command line (0.9, 0.925): exact, since it came from a decimal."""
+    text = f"{float(value):.6f}".rstrip("0").rstrip(".")
+    return text if Fraction(text) == value else str(float(value))
 
 
 @dataclass(frozen=True)
@@ -319,15 +413,26 @@ class Engine(ABC):
     # -- what every engine states (abstract: no default) -----------------------------------------------------
 
     @abstractmethod
-    def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
-        """KV memory per GPU from a GPU of ``usable`` bytes holding ``weights`` and ``reserve``, at ``fraction``
-        (--gpu-memory-utilization), with the arithmetic (engines/budget.py)."""
+    def kv_budget(
+        self, usable: int, weights: int, reserve: int | None, fraction: Fraction | None, work: Workload | None = None
+    ) -> KvBudget:
+        """KV memory per GPU from a GPU of ``usable`` bytes holding ``weights``, at ``fraction`` (None: the engine's
+        default), with the arithmetic (engines/budget.py). ``reserve`` replaces every other term when given; else
+        the engine subtracts its own terms for ``work`` (the stated reserve when there is none)."""
 
     @abstractmethod
     def capacity(
-        self, layout: CacheLayout, kv_memory: int, max_model_len: int, kv_cache_dtype: str, opts: EngineOptions
+        self,
+        layout: CacheLayout,
+        kv_memory: int,
+        max_model_len: int,
+        kv_cache_dtype: str,
+        opts: EngineOptions,
+        k_dtype: str | None = None,
+        v_dtype: str | None = None,
     ) -> Capacity:
-        """Blocks / tokens / concurrency this engine makes of ``kv_memory`` bytes per GPU, computed its way."""
+        """Blocks / tokens / concurrency this engine makes of ``kv_memory`` bytes per GPU, computed its way (K and
+        V types apart only where the engine stores them apart)."""
 
     @abstractmethod
     def stage_tensors(
@@ -335,6 +440,85 @@ class Engine(ABC):
     ) -> list[LayerTensors]:
         """The tensors one GPU of a pipeline stage allocates for ``batch`` sequences of ``ctx`` tokens (layers as
         :meth:`stage_layers` gives them), built from the specs and this engine's rules, not from its estimate."""
+
+    @abstractmethod
+    def launch_command(self, plan: LaunchPlan) -> tuple[str, ...] | None:
+        """The command that serves ``plan`` on this engine, as its flags spell it (None: no server to launch)."""
+
+    #: What kvplan holds back for an engine it has no measured terms for (ideal, transformers, llama.cpp):
+    #: a stated figure, printed as such. Engines that profile a dummy forward pass subtract the activation peak,
+    #: the growth of non-torch memory (NCCL buffers, cuBLAS workspaces) and CUDA graphs (vLLM's terms, in
+    #: engines/vllm.py, come to 2.1-4.3 GiB for 7B-70B models on an H100); vllm#14447 on a 24 GiB card logged
+    #: 0.20 GiB non-torch + 0.37 GiB activation peak. The CUDA context (0.3-0.5 GiB with lazy module loading,
+    #: pytorch#107667, #109888) lives outside vLLM's requested share, in the (1 - utilization) headroom. Long
+    #: prefill chunks, big vocabularies, multimodal encoders or speculative decoding need more: pass --reserve.
+    STATED_RESERVE = 2 * GiB
+    STATED_NOTE = "activation peak, NCCL/cuBLAS workspaces; --reserve"
+
+    def overhead_terms(self, work: Workload, fraction: Fraction) -> tuple[BudgetTerm, ...]:
+        """What the engine holds on each GPU besides the weights and the KV cache, term by term (at the memory
+        ``fraction`` the budget uses): the stated reserve unless the engine has its own terms."""
+        return (BudgetTerm("reserve", self.STATED_RESERVE, self.STATED_NOTE),)
+
+    def held_terms(
+        self, weights: int, reserve: int | None, work: Workload | None, fraction: Fraction
+    ) -> tuple[BudgetTerm, ...]:
+        """The weights, then --reserve when given (it replaces every other term), else the engine's own terms
+        (the stated reserve when there is no workload to compute them for)."""
+        head = BudgetTerm("weights", weights)
+        if reserve is not None:
+            return head, BudgetTerm("reserve", reserve, "--reserve, in place of the engine's own terms")
+        if work is None:
+            return head, BudgetTerm("reserve", self.STATED_RESERVE, self.STATED_NOTE)
+        return head, *self.overhead_terms(work, fraction)
+
+    #: The version whose rules this engine's module follows (named in every budget), and the option that names it.
+    VERSION = ""
+
+    def version_label(self, opts: EngineOptions) -> str:
+        """The version whose rules apply; an engine that models one version refuses any other."""
+        if opts.engine_version is not None and opts.engine_version.strip().lstrip("v") != self.VERSION:
+            raise OptionError(Param.ENGINE_VERSION, f"kvplan models {self.name} {self.VERSION or '(no version)'} only")
+        return self.VERSION
+
+    def default_fraction(self, work: Workload | None) -> tuple[Fraction, str]:
+        """The memory fraction when none is given, and why: vLLM's gpu_memory_utilization default, 0.9
+        (vllm/config/cache.py), which kvplan also takes for engines without one."""
+        return Fraction(9, 10), "--gpu-memory-utilization"
+
+    def fraction_and_note(self, fraction: Fraction | None, work: Workload | None) -> tuple[Fraction, str]:
+        return (fraction, "--gpu-memory-utilization") if fraction is not None else self.default_fraction(work)
+
+    def whole_gpu_budget(
+        self, usable: int, weights: int, reserve: int | None, fraction: Fraction | None, work: Workload | None
+    ) -> KvBudget:
+        """The common budget rule: ``ceil(usable x fraction) - weights - the held terms``, the fraction a share of
+        the whole GPU (vLLM's request_memory, vllm/v1/worker/utils.py; llama.cpp and transformers take what is
+        asked)."""
+        used, note = self.fraction_and_note(fraction, work)
+        terms = self.held_terms(weights, reserve, work, used)
+        version = self.version_label(work.opts) if work is not None else self.VERSION
+        return total_fraction_budget(self.name, usable, used, terms, WHOLE_GPU, note, version)
+
+    #: Whether the engine is a server with a launch command (ideal and transformers are not).
+    has_server = False
+    #: The flags of the engine's own server that kvplan writes or cites (tests/test_flags.py: every flag a
+    #: message or a launch command names is kvplan's or one of these).
+    SERVER_FLAGS: ClassVar[frozenset[str]] = frozenset()
+
+    def launch(self, layout: CacheLayout, plan: LaunchPlan) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+        """The launch command for ``plan`` on ``layout``, and what it needs besides its arguments."""
+        auto = self.cache_types(layout, "auto", None, None).k.name
+        method = "mtp" if layout.mtp_layers else "eagle"
+        plan = replace(plan, auto_dtype=auto, speculative_method=method)
+        command = self.launch_command(plan)
+        notes = []
+        if command is not None and plan.opts.speculative_layers and method == "eagle":
+            notes.append('--speculative-config: put the EAGLE draft checkpoint\'s path or Hub id in "model"')
+        return command, (*notes, *self.launch_notes(plan))
+
+    def launch_notes(self, plan: LaunchPlan) -> tuple[str, ...]:
+        return ()
 
     # -- assembly ----------------------------------------------------------------------------------------------
 
@@ -351,13 +535,53 @@ class Engine(ABC):
             how += f"; + {layer.compressed_entries(ctx):,} compressed entries (ctx // {layer.compress_ratio})"
         return LayerCost(layer, slots, self.slot_bytes(layer, types) if slots else 0, fixed * batch, how)
 
+    def draft_layers(self, layout: CacheLayout, opts: EngineOptions) -> tuple[LayerSpec, ...]:
+        """The layers speculative decoding adds to the pool (before tensor parallelism).
+
+        A model with multi-token-prediction layers drafts with them (num_nextn_predict_layers /
+        mtp_num_hidden_layers: vLLM's DeepSeekMTP / Qwen3.5 MTP proposers register one attention layer per MTP
+        layer in the same static forward context as the target). Otherwise the draft is EAGLE-style: layers with
+        the target's attention shape, whose KV vLLM allocates beside the target's (vllm/v1/spec_decode/eagle.py,
+        EagleProposer.load_model: the draft's attention layers are every layer the draft model adds, so
+        get_kv_cache_spec gives them pages in the same pool).
+        """
+        n = opts.speculative_layers
+        if n == 0:
+            return ()
+        if layout.mtp_layers:
+            if n > len(layout.mtp_layers):
+                raise OptionError(
+                    Param.SPECULATIVE_LAYERS,
+                    f"{layout.model} has {len(layout.mtp_layers)} multi-token-prediction layer(s); "
+                    f"it cannot draft with {n}",
+                )
+            return layout.mtp_layers[:n]
+        shape = next((layer for layer in layout.layers if layer.kind in (LayerKind.FULL, LayerKind.MLA)), None)
+        if shape is None:
+            raise OptionError(
+                Param.SPECULATIVE_LAYERS, f"{layout.model} has no full-attention layer whose shape a draft could copy"
+            )
+        first = layout.num_layers
+        return tuple(replace(shape, index=first + i) for i in range(n))
+
     def stage_layers(self, layout: CacheLayout, opts: EngineOptions) -> tuple[tuple[LayerSpec, ...], ...]:
-        """Per pipeline stage, the layers one GPU holds (heads already split by tensor parallelism)."""
+        """Per pipeline stage, the layers one GPU holds (heads already split by tensor parallelism). Draft layers
+        of speculative decoding sit on the last stage, where the drafter runs after the target's last layer."""
         tp = opts.tensor_parallel_size
-        return tuple(
-            tuple(self.shard(layer, tp) for layer in stage)
-            for stage in split_layers(self.prepare(layout), opts.pipeline_parallel_size)
-        )
+        return tuple(tuple(self.shard(layer, tp) for layer in stage) for stage in self.unsplit_stages(layout, opts))
+
+    def unsplit_stages(self, layout: CacheLayout, opts: EngineOptions) -> tuple[tuple[LayerSpec, ...], ...]:
+        """Per pipeline stage, the layers it holds with their whole heads (draft layers on the last stage)."""
+        stages = list(split_layers(self.prepare(layout), opts.pipeline_parallel_size))
+        stages[-1] = (*stages[-1], *self.draft_layers(layout, opts))
+        return tuple(stages)
+
+    def draft_rule(self, layout: CacheLayout, opts: EngineOptions) -> list[str]:
+        n = opts.speculative_layers
+        if n == 0:
+            return []
+        what = "multi-token-prediction" if layout.mtp_layers else "EAGLE-style draft (the target's attention shape)"
+        return [f"speculative decoding: {n} {what} layer(s) cached in the same pool, on the last pipeline stage"]
 
     def stage_costs(
         self, layout: CacheLayout, ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
@@ -386,11 +610,19 @@ class Engine(ABC):
                 f"{self.name} has no rule for {', '.join(missing)} layers ({layout.model}); "
                 "--engine ideal or hf can cost them",
             )
+        self.version_label(opts)
         for name in ("block_size", "max_num_batched_tokens"):
             value = getattr(opts, name)
             if value is not None:
                 check_positive(Param(name), value)
         check_positive(Param.N_UBATCH, opts.n_ubatch)
+        if opts.max_num_seqs is not None:
+            check_positive(Param.MAX_NUM_SEQS, opts.max_num_seqs)
+        if opts.speculative_tokens is not None:
+            check_positive(Param.SPECULATIVE_TOKENS, opts.speculative_tokens)
+        drafts = opts.speculative_layers
+        if isinstance(drafts, bool) or not isinstance(drafts, int) or drafts < 0:
+            raise OptionError(Param.SPECULATIVE_LAYERS, f"must be a whole number of layers, 0 or more; got {drafts!r}")
 
     def estimate(
         self,
@@ -418,7 +650,11 @@ class Engine(ABC):
             tp=opts.tensor_parallel_size,
             pp=opts.pipeline_parallel_size,
             stages=stages,
-            rules=(*tp_rule(layout, opts.tensor_parallel_size), *self.rules(layout, ctx, batch, opts)),
+            rules=(
+                *tp_rule(layout, opts.tensor_parallel_size),
+                *self.draft_rule(layout, opts),
+                *self.rules(layout, ctx, batch, opts),
+            ),
             facts=self.facts(layout, ctx, opts),
         )
 

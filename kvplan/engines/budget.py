@@ -50,6 +50,10 @@ class KvBudget:
     kv_bytes: int
     #: Where the rule comes from (engine source), in words.
     source: str
+    #: Where the fraction came from (the option, or the engine's default rule with its arithmetic).
+    fraction_note: str = ""
+    #: The engine version whose rules produced the terms ("" when the engine names none).
+    version: str = ""
 
     @property
     def terms_bytes(self) -> int:
@@ -81,31 +85,37 @@ def _floor(value: Fraction) -> int:
 
 
 def total_fraction_budget(
-    engine: str, usable: int, fraction: Fraction, terms: Sequence[BudgetTerm], source: str
+    engine: str,
+    usable: int,
+    fraction: Fraction,
+    terms: Sequence[BudgetTerm],
+    source: str,
+    fraction_note: str = "",
+    version: str = "",
 ) -> KvBudget:
     """``ceil(usable x fraction) - terms``: the fraction is a share of the whole GPU."""
     requested = _ceil(usable * fraction)
     kv = requested - sum(t.bytes for t in terms)
-    return KvBudget(engine, BudgetBasis.TOTAL, usable, fraction, tuple(terms), requested, kv, source)
+    return KvBudget(
+        engine, BudgetBasis.TOTAL, usable, fraction, tuple(terms), requested, kv, source, fraction_note, version
+    )
 
 
 def free_fraction_budget(
-    engine: str, usable: int, fraction: Fraction, terms: Sequence[BudgetTerm], source: str
+    engine: str,
+    usable: int,
+    fraction: Fraction,
+    terms: Sequence[BudgetTerm],
+    source: str,
+    fraction_note: str = "",
+    version: str = "",
 ) -> KvBudget:
     """``floor((usable - terms) x fraction)``: the fraction is a share of what the terms leave free."""
     held = sum(t.bytes for t in terms)
     kv = _floor((usable - held) * fraction)
-    return KvBudget(engine, BudgetBasis.FREE, usable, fraction, tuple(terms), held + kv, kv, source)
-
-
-def weights_and_reserve(weights: int, reserve: int) -> tuple[BudgetTerm, BudgetTerm]:
-    """The two terms every engine subtracts: the weights on this GPU and the reserve for activations."""
-    return BudgetTerm("weights", weights), BudgetTerm("reserve", reserve)
-
-
-def whole_gpu_budget(engine: str, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
-    """The common rule: ``ceil(usable x fraction) - weights - reserve``, the fraction a share of the whole GPU."""
-    return total_fraction_budget(engine, usable, fraction, weights_and_reserve(weights, reserve), WHOLE_GPU)
+    return KvBudget(
+        engine, BudgetBasis.FREE, usable, fraction, tuple(terms), held + kv, kv, source, fraction_note, version
+    )
 
 
 #: The source line of the whole-GPU rule.

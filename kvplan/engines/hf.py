@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from fractions import Fraction
 
-from kvplan.engines.base import Capacity, Engine, EngineOptions
-from kvplan.engines.budget import KvBudget, whole_gpu_budget
+from kvplan.engines.base import Capacity, Engine, EngineOptions, LaunchPlan, Workload
+from kvplan.engines.budget import KvBudget
 from kvplan.engines.ideal import bhsd_layer, ideal_capacity
 from kvplan.engines.tensors import LayerTensors
 from kvplan.formula import CacheTypes, resolve_types
@@ -42,6 +42,7 @@ class HFEngine(Engine):
     name = "hf"
     aliases = ("transformers",)
     label = "hf (transformers)"
+    VERSION = "5.23.0"
     summary = "transformers DynamicCache: sliding layers keep window - 1 tokens, fp32 recurrent state"
     single_process = True
 
@@ -112,16 +113,29 @@ class HFEngine(Engine):
             out.append("Falcon new decoder architecture: K/V broadcast to every query head before caching")
         return out
 
-    def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
+    def kv_budget(
+        self, usable: int, weights: int, reserve: int | None, fraction: Fraction | None, work: Workload | None = None
+    ) -> KvBudget:
         """transformers allocates as it goes; the plan keeps the whole-GPU rule, ceil(usable x fraction) - weights
-        - reserve."""
-        return whole_gpu_budget(self.name, usable, weights, reserve, fraction)
+        - the stated reserve."""
+        return self.whole_gpu_budget(usable, weights, reserve, fraction, work)
 
     def capacity(
-        self, layout: CacheLayout, kv_memory: int, max_model_len: int, kv_cache_dtype: str, opts: EngineOptions
+        self,
+        layout: CacheLayout,
+        kv_memory: int,
+        max_model_len: int,
+        kv_cache_dtype: str,
+        opts: EngineOptions,
+        k_dtype: str | None = None,
+        v_dtype: str | None = None,
     ) -> Capacity:
         """No pool and no blocks: as many sequences as their DynamicCache tensors fit (the ideal arithmetic)."""
-        return ideal_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+        return ideal_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts, k_dtype, v_dtype)
+
+    def launch_command(self, plan: LaunchPlan) -> tuple[str, ...] | None:
+        """No server: transformers is a library (generate), not a program to launch."""
+        return None
 
     def stage_tensors(
         self, stage: Sequence[LayerSpec], ctx: int, batch: int, types: CacheTypes, opts: EngineOptions

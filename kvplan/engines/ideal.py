@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fractions import Fraction
 
-from kvplan.engines.base import Capacity, Engine, EngineOptions, _sum_slot_bytes
-from kvplan.engines.budget import KvBudget, whole_gpu_budget
+from kvplan.engines.base import Capacity, Engine, EngineOptions, LaunchPlan, Workload, _sum_slot_bytes
+from kvplan.engines.budget import KvBudget
 from kvplan.engines.tensors import LayerTensors, kv_pair, mla_latent, row, state_tensors
 from kvplan.errors import OptionError, Param
 from kvplan.formula import CacheTypes
@@ -14,11 +14,20 @@ from kvplan.layout import CacheLayout, LayerKind, LayerSpec
 
 
 def ideal_capacity(
-    engine: Engine, layout: CacheLayout, kv_memory: int, max_model_len: int, kv_cache_dtype: str, opts: EngineOptions
+    engine: Engine,
+    layout: CacheLayout,
+    kv_memory: int,
+    max_model_len: int,
+    kv_cache_dtype: str,
+    opts: EngineOptions,
+    k_dtype: str | None = None,
+    v_dtype: str | None = None,
 ) -> Capacity:
     """No pool and no blocks: concurrency = memory / one sequence's cost; tokens = concurrency x max_model_len
     (= memory // bytes per token when every layer grows with context)."""
-    one = engine.estimate(layout, max_model_len, 1, kv_cache_dtype=kv_cache_dtype, opts=opts)
+    one = engine.estimate(
+        layout, max_model_len, 1, kv_cache_dtype=kv_cache_dtype, k_dtype=k_dtype, v_dtype=v_dtype, opts=opts
+    )
     per_seq = one.per_gpu_bytes
     per_token = _sum_slot_bytes(one.largest_stage)
     lines = [f"one sequence of {max_model_len:,} tokens costs {per_seq:,} B per GPU"]
@@ -66,14 +75,28 @@ class IdealEngine(Engine):
     summary = "what the architecture must keep: windows capped at the window, no paging, no padding"
     label = "ideal (what the architecture must keep)"
 
-    def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
-        """No engine to hold anything back: the whole-GPU rule, ceil(usable x fraction) - weights - reserve."""
-        return whole_gpu_budget(self.name, usable, weights, reserve, fraction)
+    def kv_budget(
+        self, usable: int, weights: int, reserve: int | None, fraction: Fraction | None, work: Workload | None = None
+    ) -> KvBudget:
+        """No engine to hold anything back: the whole-GPU rule, ceil(usable x fraction) - weights - the stated
+        reserve."""
+        return self.whole_gpu_budget(usable, weights, reserve, fraction, work)
 
     def capacity(
-        self, layout: CacheLayout, kv_memory: int, max_model_len: int, kv_cache_dtype: str, opts: EngineOptions
+        self,
+        layout: CacheLayout,
+        kv_memory: int,
+        max_model_len: int,
+        kv_cache_dtype: str,
+        opts: EngineOptions,
+        k_dtype: str | None = None,
+        v_dtype: str | None = None,
     ) -> Capacity:
-        return ideal_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+        return ideal_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts, k_dtype, v_dtype)
+
+    def launch_command(self, plan: LaunchPlan) -> tuple[str, ...] | None:
+        """No server: the ideal engine is arithmetic, not a program to launch."""
+        return None
 
     def stage_tensors(
         self, stage: Sequence[LayerSpec], ctx: int, batch: int, types: CacheTypes, opts: EngineOptions

@@ -5,11 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from fractions import Fraction
+from typing import ClassVar
 
 from kvplan.dtypes import canonical_name
-from kvplan.engines.base import Capacity, Engine, EngineOptions, allowed_types, cdiv, largest
-from kvplan.engines.budget import KvBudget, whole_gpu_budget
+from kvplan.engines.base import (
+    Capacity,
+    Engine,
+    EngineOptions,
+    LaunchPlan,
+    LayerCost,
+    Workload,
+    allowed_types,
+    cdiv,
+    largest,
+)
+from kvplan.engines.budget import KvBudget
 from kvplan.engines.tensors import LayerTensors, row, state_tensors
+from kvplan.errors import OptionError, Param
 from kvplan.formula import CacheTypes, resolve_types, state_bytes
 from kvplan.layout import CLASSIC_KINDS, CacheLayout, LayerKind, LayerSpec
 
@@ -34,6 +46,12 @@ class LlamaCppEngine(Engine):
     name = "llama.cpp"
     aliases = ("llamacpp", "llama-cpp")
     label = "llama.cpp"
+    has_server = True
+    #: The flags of the engine's own server that kvplan writes or cites (each cited in :meth:`launch_command`).
+    SERVER_FLAGS: ClassVar[frozenset[str]] = frozenset(
+        ("--swa-full", "--spec-draft-n-max", "-c", "-ctk", "-ctv", "-fa", "-hf", "-kvu", "-m", "-np", "-ub")
+    )
+    VERSION = "0c1e57098"
     summary = "llama.cpp: n_ctx padded to 256 cells, K/V types apart (default f16), SWA cells window x n_seq + n_ubatch"
     shards_heads = False
     linear_in_batch = False
@@ -82,6 +100,86 @@ class LlamaCppEngine(Engine):
     def fixed_bytes(self, layer: LayerSpec, types: CacheTypes) -> int:
         return state_bytes(layer, types)
 
+    #: Families whose llama.cpp architecture keeps recurrent-state snapshots for speculative rollback
+    #: (llm_arch_supports_rs_rollback: QWEN35 / QWEN35MOE; other archs clamp n_rs_seq to 0).
+    ROLLBACK_FAMILIES = frozenset({"qwen3_5_text", "qwen3_5_moe_text", "qwen3_5", "qwen3_5_moe"})
+    #: common_params_speculative_draft.n_max (common/common.h): tokens drafted per step by default.
+    DRAFT_N_MAX = 3
+
+    def state_rows(self, layout: CacheLayout, opts: EngineOptions) -> int:
+        """Rows of recurrent state per sequence: 1 + n_rs_seq (src/llama-memory-recurrent.cpp allocates
+        mem_size x (1 + n_rs_seq) rows per layer). The server sets n_rs_seq = need_n_rs_seq() = the draft's n_max
+        when a model-based draft (MTP, EAGLE3, DFlash) runs on an architecture that rolls its state back."""
+        if opts.speculative_layers == 0 or layout.family not in self.ROLLBACK_FAMILIES:
+            return 1
+        return 1 + (opts.speculative_tokens or self.DRAFT_N_MAX)
+
+    def stage_costs(
+        self, layout: CacheLayout, ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
+    ) -> tuple[tuple[LayerCost, ...], ...]:
+        stages = super().stage_costs(layout, ctx, batch, types, opts)
+        rows = self.state_rows(layout, opts)
+        if rows == 1:
+            return stages
+        how = f"{rows} rows per sequence (1 + n_rs_seq {rows - 1} rollback snapshots for speculative decoding)"
+        return tuple(
+            tuple(
+                replace(c, fixed_bytes=c.fixed_bytes * rows, how=how) if c.spec.kind is LayerKind.STATE else c
+                for c in stage
+            )
+            for stage in stages
+        )
+
+    #: -ctk / -ctv values (common/arg.cpp kv_cache_types: f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1).
+    CACHE_TYPES: ClassVar[dict[str, str]] = {
+        "float32": "f32",
+        "float16": "f16",
+        "bfloat16": "bf16",
+        "q8_0": "q8_0",
+        "q4_0": "q4_0",
+        "q4_1": "q4_1",
+        "q5_0": "q5_0",
+        "q5_1": "q5_1",
+        "iq4_nl": "iq4_nl",
+    }
+
+    def cache_type_flag(self, name: str) -> str:
+        key = canonical_name(name)
+        key = "float16" if key == "auto" else key  # -ctk / -ctv default to f16 whatever the model's dtype
+        if key not in self.CACHE_TYPES:
+            raise OptionError(Param.K_DTYPE, f"llama-server's -ctk / -ctv have no value for {key}")
+        return self.CACHE_TYPES[key]
+
+    def launch_command(self, plan: LaunchPlan) -> tuple[str, ...]:
+        """`llama-server` with the plan's numbers (common/arg.cpp): -c is the whole cache, ctx x parallel, which one
+        unified stream (-kvu) shares among -np sequences; -ctk / -ctv the K and V types (a quantized V needs flash
+        attention, -fa on); -hf names a Hub repo, -m a local GGUF file."""
+        opts = plan.opts
+        source = ["-m", plan.model] if plan.model.lower().endswith(".gguf") else ["-hf", plan.model]
+        k = self.cache_type_flag(plan.k_dtype or plan.kv_cache_dtype)
+        v = self.cache_type_flag(plan.v_dtype or plan.kv_cache_dtype)
+        args = [
+            "llama-server",
+            *source,
+            "-c",
+            str(plan.max_model_len * plan.max_num_seqs),
+            "-np",
+            str(plan.max_num_seqs),
+            "-ctk",
+            k,
+            "-ctv",
+            v,
+        ]
+        if v not in ("f32", "f16", "bf16"):
+            args += ["-fa", "on"]
+        if opts.kv_unified and plan.max_num_seqs > 1:
+            args.append("-kvu")
+        if opts.n_ubatch != 512:
+            args += ["-ub", str(opts.n_ubatch)]
+        if opts.swa_full:
+            args.append("--swa-full")
+        return tuple(args)
+
     def rules(self, layout: CacheLayout, ctx: int, batch: int, opts: EngineOptions) -> list[str]:
         out = [
             f"n_ctx = pad256({ctx:,} x {batch}) cells"
@@ -97,18 +195,31 @@ class LlamaCppEngine(Engine):
         if any(layer.kind is LayerKind.MLA for layer in layout.layers):
             out.append("MLA: K only (latent + rope), V is a view of K")
         if any(layer.kind is LayerKind.STATE for layer in layout.layers):
-            out.append("recurrent layers: conv and SSM state in float32, one row per sequence")
+            rows = self.state_rows(layout, opts)
+            out.append(
+                "recurrent layers: conv and SSM state in float32, "
+                + ("one row per sequence" if rows == 1 else f"{rows} rows per sequence (1 + n_rs_seq {rows - 1})")
+            )
         return out
 
-    def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
+    def kv_budget(
+        self, usable: int, weights: int, reserve: int | None, fraction: Fraction | None, work: Workload | None = None
+    ) -> KvBudget:
         """llama.cpp allocates what -c asks for; what a GPU can hold follows the whole-GPU rule,
-        ceil(usable x fraction) - weights - reserve."""
-        return whole_gpu_budget(self.name, usable, weights, reserve, fraction)
+        ceil(usable x fraction) - weights - the stated reserve."""
+        return self.whole_gpu_budget(usable, weights, reserve, fraction, work)
 
     def capacity(
-        self, layout: CacheLayout, kv_memory: int, max_model_len: int, kv_cache_dtype: str, opts: EngineOptions
+        self,
+        layout: CacheLayout,
+        kv_memory: int,
+        max_model_len: int,
+        kv_cache_dtype: str,
+        opts: EngineOptions,
+        k_dtype: str | None = None,
+        v_dtype: str | None = None,
     ) -> Capacity:
-        return llamacpp_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+        return llamacpp_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts, k_dtype, v_dtype)
 
     def stage_tensors(
         self, stage: Sequence[LayerSpec], ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
@@ -148,11 +259,16 @@ def llamacpp_capacity(
     max_model_len: int,
     kv_cache_dtype: str,
     opts: EngineOptions,
+    k_dtype: str | None = None,
+    v_dtype: str | None = None,
 ) -> Capacity:
     """llama.cpp allocates what -c asks for; this finds the largest -c and -np that fit the memory."""
 
     def cost(ctx: int, batch: int) -> int:
-        return engine.estimate(layout, ctx, batch, kv_cache_dtype=kv_cache_dtype, opts=opts).per_gpu_bytes
+        est = engine.estimate(
+            layout, ctx, batch, kv_cache_dtype=kv_cache_dtype, k_dtype=k_dtype, v_dtype=v_dtype, opts=opts
+        )
+        return est.per_gpu_bytes
 
     cells = largest(lambda n: n == 0 or cost(n * engine.PAD, 1) <= kv_memory, 1 << 28) * engine.PAD
     seqs = largest(lambda b: b == 0 or cost(max_model_len, b) <= kv_memory, 1 << 24)
@@ -160,7 +276,7 @@ def llamacpp_capacity(
         f"largest -c that fits: {cells:,} cells (a multiple of 256)",
         f"largest -np with -c {max_model_len:,} per sequence: {seqs:,} sequences",
     ]
-    label = engine.cache_types(layout, kv_cache_dtype, None, None).label
+    label = engine.cache_types(layout, kv_cache_dtype, k_dtype, v_dtype).label
     return Capacity(
         engine.name, kv_memory, max_model_len, None, None, cells, Fraction(seqs), tuple(lines), kv_dtype=label
     )

@@ -112,9 +112,14 @@ def capacity(
     max_model_len: int,
     *,
     kv_cache_dtype: str = "auto",
+    k_dtype: str | None = None,
+    v_dtype: str | None = None,
     opts: EngineOptions | None = None,
 ) -> Capacity:
-    """What ``engine_name`` allocates from ``kv_memory`` bytes per GPU, computed the way that engine does."""
+    """What ``engine_name`` allocates from ``kv_memory`` bytes per GPU, computed the way that engine does. K and
+    V types apart (``k_dtype`` / ``v_dtype``) only where the engine stores them apart (llama.cpp, ideal, hf)."""
     check_positive(Param.KV_MEMORY, kv_memory)
     check_positive(Param.MAX_MODEL_LEN, max_model_len)
-    return get_engine(engine_name).capacity(layout, kv_memory, max_model_len, kv_cache_dtype, opts or EngineOptions())
+    return get_engine(engine_name).capacity(
+        layout, kv_memory, max_model_len, kv_cache_dtype, opts or EngineOptions(), k_dtype, v_dtype
+    )

@@ -5,9 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from fractions import Fraction
+from typing import ClassVar
 
-from kvplan.engines.base import Capacity, Engine, EngineOptions, cdiv, fp8_indexer_token_bytes
-from kvplan.engines.budget import KvBudget, whole_gpu_budget
+from kvplan.engines.base import (
+    Capacity,
+    Engine,
+    EngineOptions,
+    LaunchPlan,
+    Workload,
+    cdiv,
+    engine_dtype,
+    fp8_indexer_token_bytes,
+    fraction_text,
+)
+from kvplan.engines.budget import BudgetTerm, KvBudget
+from kvplan.engines.overhead import MiB
 from kvplan.engines.tensors import LayerTensors, TensorSpec, kv_pair, mla_latent, state_tensors
 from kvplan.errors import OptionError, Param
 from kvplan.formula import CacheTypes
@@ -34,6 +46,20 @@ class SGLangEngine(Engine):
 
     name = "sglang"
     label = "sglang"
+    has_server = True
+    #: The flags of the engine's own server that kvplan writes or cites (each cited in :meth:`launch_command`).
+    SERVER_FLAGS: ClassVar[frozenset[str]] = frozenset(
+        (
+            "--context-length",
+            "--kv-cache-dtype",
+            "--max-running-requests",
+            "--mem-fraction-static",
+            "--model-path",
+            "--page-size",
+            "--pp-size",
+            "--tp",
+        )
+    )
     summary = "SGLang token pools: cell_size per token, page 1, fp32 SSM state, SWA pool ratio 0.8"
     SWA_RATIO = Fraction(8, 10)
     MAMBA_RATIO = Fraction(9, 10)
@@ -71,6 +97,113 @@ class SGLangEngine(Engine):
     def slot_bytes(self, layer: LayerSpec, types: CacheTypes) -> int:
         return fp8_indexer_token_bytes(layer, types)
 
+    VERSION = "0.5.23"
+
+    # ServerArgs._handle_gpu_memory_settings (python/sglang/srt/server_args.py): chunked_prefill_size and
+    # cuda_graph_max_bs by the GPU's memory (MiB), then mem_fraction_static = round((gpu_mem - reserved) /
+    # gpu_mem, 3) with reserved = 512 + 1.5 x max(chunked_prefill_size, 2048) + 2 x cuda_graph_max_bs
+    # + tp x pp / 8 x 1024 MiB, at least 10,240 MiB on GPUs over 60 GiB, + 2,048 MiB for EAGLE / MTP drafts.
+    # (Multimodal models get adjust_mem_fraction_for_vlm on top: not modelled.)
+    GPU_BUCKETS: ClassVar[tuple[tuple[int, int, int, int], ...]] = (
+        # (below this many MiB, chunked_prefill_size, cuda_graph_max_bs at tp < 4, at tp >= 4)
+        (20 * 1024, 2048, 8, 8),  # T4, 4080
+        (35 * 1024, 2048, 24, 80),  # A10, 4090, 5090
+        (60 * 1024, 4096, 32, 160),  # A100 40GB, L40
+        (90 * 1024, 8192, 256, 512),  # H100, A100 80GB
+        (160 * 1024, 8192, 256, 512),  # H20, H200
+    )
+
+    def default_fraction(self, work: Workload | None) -> tuple[Fraction, str]:
+        memory = work.opts.device_memory_bytes if work is not None else None
+        if work is None or memory is None:
+            return Fraction(88, 100), "SGLang's mem_fraction_static without a known GPU: 0.88"
+        opts = work.opts
+        gpu_mem = memory / MiB
+        tp, pp = opts.tensor_parallel_size, opts.pipeline_parallel_size
+        chunked, small_bs, big_bs = 16384, 512, 512  # B200, MI300 and larger
+        for below, c, s_bs, b_bs in self.GPU_BUCKETS:
+            if gpu_mem < below:
+                chunked, small_bs, big_bs = c, s_bs, b_bs
+                break
+        graph_bs = small_bs if tp < 4 else big_bs
+        reserved = 512 + max(chunked, 2048) * 1.5 + graph_bs * 2 + tp * pp / 8 * 1024
+        if gpu_mem > 60 * 1024:
+            reserved = max(reserved, 10 * 1024)
+        if opts.speculative_layers:
+            reserved += 2 * 1024
+        value = round((gpu_mem - reserved) / gpu_mem, 3)
+        if value <= 0:
+            raise OptionError(
+                Param.UTILIZATION,
+                f"SGLang's default mem_fraction_static on a {gpu_mem:,.0f} MiB GPU is {value} (it keeps "
+                f"{reserved:,.0f} MiB back): pass --gpu-memory-utilization",
+            )
+        how = (
+            f"SGLang's mem_fraction_static: round(({gpu_mem:,.0f} - {reserved:,.0f}) / {gpu_mem:,.0f} MiB, 3) = "
+            f"{value} (chunked_prefill_size {chunked}, cuda_graph_max_bs {graph_bs}, tp {tp} x pp {pp})"
+        )
+        return Fraction(str(value)), how
+
+    #: Memory in use when SGLang measures the free memory its fraction applies to (init_torch_distributed returns
+    #: the free memory after the CUDA context and, at tp > 1, the NCCL communicators exist): 0.51 GiB at tp 1,
+    #: 1.51 GiB at tp >= 2 (the same CUDA and NCCL start-up vLLM's snapshot logs on an H100, llm-d v0.19.0).
+    CONTEXT_MIB_TP1 = 522
+    CONTEXT_MIB_TP = 1546
+
+    def overhead_terms(self, work: Workload, fraction: Fraction) -> tuple[BudgetTerm, ...]:
+        """SGLang keeps no activation estimate of its own: the pool is mem_fraction_static x the free memory at
+        start - the weights (profile_max_num_token: rest = avail - total x (1 - mem_fraction_static)), so the
+        fraction's complement holds activations and CUDA graphs back. The one term besides the weights is the
+        memory already in use at start, of which the fraction is not taken."""
+        tp = work.opts.tensor_parallel_size
+        context = (self.CONTEXT_MIB_TP1 if tp == 1 else self.CONTEXT_MIB_TP) * MiB
+        held = -(-context * fraction.numerator // fraction.denominator)
+        return (
+            BudgetTerm(
+                "memory in use at start",
+                held,
+                f"{fraction} x {context:,} B (CUDA context{' + NCCL' if tp > 1 else ''}): the fraction applies to "
+                "the free memory after start-up",
+            ),
+        )
+
+    #: --kv-cache-dtype choices (python/sglang/srt/server_args.py, ServerArgs.add_cli_args: auto, fp8_e5m2,
+    #: fp8_e4m3, bf16, bfloat16, fp4_e2m1) for kvplan's canonical dtypes.
+    CACHE_DTYPES: ClassVar[dict[str, str]] = {
+        "bfloat16": "bfloat16",
+        "fp8_e4m3": "fp8_e4m3",
+        "fp8_e5m2": "fp8_e5m2",
+        "nvfp4": "fp4_e2m1",
+    }
+
+    def launch_command(self, plan: LaunchPlan) -> tuple[str, ...]:
+        """`python -m sglang.launch_server` with the plan's numbers (ServerArgs.add_cli_args): --model-path,
+        --context-length, --max-running-requests, --tp (alias of --tp-size), --pp-size, --mem-fraction-static,
+        --kv-cache-dtype, --page-size."""
+        opts = plan.opts
+        dtype = engine_dtype(plan.kv_cache_dtype, plan.auto_dtype, self.CACHE_DTYPES, "sglang", "--kv-cache-dtype")
+        args = [
+            "python",
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            plan.model,
+            "--context-length",
+            str(plan.max_model_len),
+            "--max-running-requests",
+            str(plan.max_num_seqs),
+            "--tp",
+            str(opts.tensor_parallel_size),
+        ]
+        if opts.pipeline_parallel_size > 1:
+            args += ["--pp-size", str(opts.pipeline_parallel_size)]
+        if plan.fraction is not None:
+            args += ["--mem-fraction-static", fraction_text(plan.fraction)]
+        args += ["--kv-cache-dtype", dtype]
+        if opts.block_size is not None:
+            args += ["--page-size", str(opts.block_size)]
+        return tuple(args)
+
     def rules(self, layout: CacheLayout, ctx: int, batch: int, opts: EngineOptions) -> list[str]:
         out = [f"token pool, page size {self.page(opts)} (--page-size)"]
         if any(layer.indexer_head_dim for layer in layout.layers):
@@ -79,15 +212,24 @@ class SGLangEngine(Engine):
             out.append("state layers: conv state in bfloat16, SSM state in float32 (SGLang's defaults)")
         return out
 
-    def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
+    def kv_budget(
+        self, usable: int, weights: int, reserve: int | None, fraction: Fraction | None, work: Workload | None = None
+    ) -> KvBudget:
         """--mem-fraction-static is a share of the whole GPU (srt/model_executor/pool_configurator.py: the pools get
-        what it leaves after the weights): ceil(usable x fraction) - weights - reserve."""
-        return whole_gpu_budget(self.name, usable, weights, reserve, fraction)
+        what it leaves after the weights): ceil(usable x fraction) - weights - the held terms."""
+        return self.whole_gpu_budget(usable, weights, reserve, fraction, work)
 
     def capacity(
-        self, layout: CacheLayout, kv_memory: int, max_model_len: int, kv_cache_dtype: str, opts: EngineOptions
+        self,
+        layout: CacheLayout,
+        kv_memory: int,
+        max_model_len: int,
+        kv_cache_dtype: str,
+        opts: EngineOptions,
+        k_dtype: str | None = None,
+        v_dtype: str | None = None,
     ) -> Capacity:
-        return sglang_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+        return sglang_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts, k_dtype, v_dtype)
 
     def stage_tensors(
         self, stage: Sequence[LayerSpec], ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
@@ -123,9 +265,11 @@ def sglang_capacity(
     max_model_len: int,
     kv_cache_dtype: str,
     opts: EngineOptions,
+    k_dtype: str | None = None,
+    v_dtype: str | None = None,
 ) -> Capacity:
     """profile_max_num_token / calculate_pool_sizes, HybridSWAPoolConfigurator, _handle_max_mamba_cache."""
-    one = engine.estimate(layout, 1, 1, kv_cache_dtype=kv_cache_dtype, opts=opts)
+    one = engine.estimate(layout, 1, 1, kv_cache_dtype=kv_cache_dtype, k_dtype=k_dtype, v_dtype=v_dtype, opts=opts)
     stage = one.largest_stage
     page = engine.page(opts)
     full = sum(c.slot_bytes for c in stage if c.spec.kind in (LayerKind.FULL, LayerKind.MLA))

@@ -5,10 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import ClassVar
 
-from kvplan.engines.base import Capacity, Engine, EngineOptions, LayerCost, cdiv, fp8_indexer_token_bytes
-from kvplan.engines.budget import KvBudget, whole_gpu_budget
+from kvplan.engines.base import (
+    Capacity,
+    Engine,
+    EngineOptions,
+    LaunchPlan,
+    LayerCost,
+    Workload,
+    cdiv,
+    engine_dtype,
+    fp8_indexer_token_bytes,
+    fraction_text,
+    version_tuple,
+)
+from kvplan.engines.budget import BudgetTerm, KvBudget
+from kvplan.engines.overhead import ForwardShape, GiB, MiB, check_experts_per_token
 from kvplan.engines.tensors import LayerTensors, TensorSpec, kv_pair, mla_latent, row, state_tensors, torch_dtype_name
+from kvplan.errors import OptionError, Param
 from kvplan.formula import CacheTypes, state_bytes, token_bytes
 from kvplan.layout import CLASSIC_KINDS, CacheLayout, LayerKind, LayerSpec
 
@@ -64,10 +79,31 @@ class VLLMEngine(Engine):
 
     name = "vllm"
     label = "vllm"
+    has_server = True
+    #: The flags of the engine's own server that kvplan writes or cites (each cited in :meth:`launch_command`).
+    SERVER_FLAGS: ClassVar[frozenset[str]] = frozenset(
+        (
+            "--async-scheduling",
+            "--block-size",
+            "--enforce-eager",
+            "--gpu-memory-utilization",
+            "--kv-cache-dtype",
+            "--kv-cache-memory-bytes",
+            "--max-model-len",
+            "--max-num-batched-tokens",
+            "--max-num-seqs",
+            "--no-async-scheduling",
+            "--pipeline-parallel-size",
+            "--speculative-config",
+            "--tensor-parallel-size",
+        )
+    )
     summary = "vLLM V1 paged cache (0.33): block_size pages per layer, heads max(1, H_kv // tp), groups"
+    #: The version whose rules apply unless --engine-version names an older one (oldest: 0.11).
+    VERSION = "0.33.0"
+    NEWEST = (0, 33, 0)
+    OLDEST = (0, 11, 0)
     DEFAULT_BLOCK = 16
-    #: vllm serve on a >= 70 GiB GPU other than A100 (engine/arg_utils.py get_batch_defaults); 2048 on smaller GPUs.
-    DEFAULT_BATCHED_TOKENS = 8192
     split_kv_types = False
     TYPES = (
         "float16",
@@ -84,10 +120,61 @@ class VLLMEngine(Engine):
     def block_size(self, opts: EngineOptions) -> int:
         return opts.block_size or self.DEFAULT_BLOCK
 
-    def in_flight(self, opts: EngineOptions) -> int:
-        batched = opts.max_num_batched_tokens or self.DEFAULT_BATCHED_TOKENS
+    def version(self, opts: EngineOptions) -> tuple[int, int, int]:
+        """The vLLM version whose rules apply, as (major, minor, patch)."""
+        return version_tuple(opts.engine_version or self.VERSION, self.OLDEST, self.NEWEST)
+
+    def version_text(self, opts: EngineOptions) -> str:
+        return ".".join(map(str, self.version(opts)))
+
+    def version_label(self, opts: EngineOptions) -> str:
+        return self.version_text(opts)
+
+    def async_scheduling(self, opts: EngineOptions) -> bool:
+        """--async-scheduling, else the version's default: on from vLLM 0.14.0 (its release notes: "Async
+        scheduling is now enabled by default", PR #27614); off before (0.11.1's notes: "We expect
+        --async-scheduling to be enabled by default in the next release")."""
+        if opts.async_scheduling is not None:
+            return opts.async_scheduling
+        return self.version(opts) >= (0, 14, 0)
+
+    def batch_defaults(self, opts: EngineOptions) -> tuple[int, int, str]:
+        """max_num_batched_tokens and max_num_seqs as `vllm serve` defaults them, and why.
+
+        EngineArgs.get_batch_defaults (vllm/engine/arg_utils.py): on a device of at least 70 GiB whose name has
+        no "a100" (PR #17885: large batches slowed A100s down), the OPENAI_API_SERVER context takes 8,192 tokens
+        and 1,024 sequences (the LLM class 16,384 / 1,024); otherwise 2,048 tokens (LLM class 8,192) and 256
+        sequences. Device memory is cudaMemGetInfo's total, as the GPU catalog's usable bytes.
+        """
+        memory = opts.device_memory_bytes
+        if memory is None:
+            return 8192, 1024, "no --gpu: vllm serve's defaults on a GPU of at least 70 GiB"
+        big = memory >= 70 * GiB and "a100" not in opts.device_name.lower()
+        where = "at least 70 GiB, not an A100" if big else "under 70 GiB or an A100"
+        tokens, seqs = (8192, 1024) if big else (2048, 256)
+        return tokens, seqs, f"vllm serve on a GPU of {where} ({memory / GiB:.2f} GiB)"
+
+    def batch_limits(self, opts: EngineOptions, max_model_len: int) -> tuple[int, int]:
+        """The max_num_batched_tokens and max_num_seqs vLLM runs with (_set_default_max_num_seqs_and_batched_
+        tokens_args: a default token budget is capped at max_num_seqs x max_model_len, a default max_num_seqs
+        at the token budget)."""
+        tokens, seqs, _ = self.batch_defaults(opts)
+        if opts.max_num_seqs is not None:
+            seqs = opts.max_num_seqs
+        if opts.max_num_batched_tokens is not None:
+            tokens = opts.max_num_batched_tokens
+        else:
+            tokens = min(seqs * max_model_len, tokens)
+        if opts.max_num_seqs is None:
+            seqs = min(seqs, tokens)
+        return tokens, seqs
+
+    def in_flight(self, opts: EngineOptions, max_model_len: int) -> int:
+        """Tokens a sliding layer keeps beyond its window: max_num_batched_tokens x the batches in flight (2 with
+        async scheduling at pp 1: the scheduler plans step n + 1 while step n runs; pp batches with pp stages)."""
+        batched = self.batch_limits(opts, max_model_len)[0]
         pp = opts.pipeline_parallel_size
-        batches = (2 if pp == 1 else pp) if opts.async_scheduling else pp
+        batches = (2 if pp == 1 else pp) if self.async_scheduling(opts) else pp
         return batched * batches
 
     def pages_per_request(self, layer: LayerSpec, block: int, ctx: int, opts: EngineOptions) -> int:
@@ -97,9 +184,9 @@ class VLLMEngine(Engine):
             # align mode: 2 pages + 1 prefill checkpoint for the Mamba2 mixer (mamba_mixer2.py); GDN has none.
             return 3 if any(t.name == "ssm" for t in layer.state) else 2
         if layer.kind is LayerKind.SLIDING and layer.window is not None:
-            return cdiv(min(layer.window - 1 + self.in_flight(opts), ctx), block) + 1
+            return cdiv(min(layer.window - 1 + self.in_flight(opts, ctx), ctx), block) + 1
         if layer.kind is LayerKind.CHUNKED and layer.window is not None:
-            return cdiv(min(layer.window + self.in_flight(opts), ctx), block)
+            return cdiv(min(layer.window + self.in_flight(opts, ctx), ctx), block)
         return cdiv(ctx, block)
 
     def specs(self, layers: Sequence[LayerSpec], types: CacheTypes, opts: EngineOptions) -> list[_VllmSpec]:
@@ -190,12 +277,12 @@ class VLLMEngine(Engine):
         layer = spec.layer
         if layer.kind is LayerKind.SLIDING and layer.window is not None:
             return (
-                f"cdiv(min({layer.window:,} - 1 + {self.in_flight(opts):,} in flight, {ctx:,}), {b}) + 1 = "
+                f"cdiv(min({layer.window:,} - 1 + {self.in_flight(opts, ctx):,} in flight, {ctx:,}), {b}) + 1 = "
                 f"{pages:,} pages of {b} tokens"
             )
         if layer.kind is LayerKind.CHUNKED and layer.window is not None:
             return (
-                f"cdiv(min({layer.window:,} + {self.in_flight(opts):,} in flight, {ctx:,}), {b}) = "
+                f"cdiv(min({layer.window:,} + {self.in_flight(opts, ctx):,} in flight, {ctx:,}), {b}) = "
                 f"{pages:,} pages of {b} tokens"
             )
         return f"cdiv({ctx:,}, {b}) = {pages:,} pages of {b} tokens"
@@ -210,7 +297,7 @@ class VLLMEngine(Engine):
             )
         if any(layer.kind in (LayerKind.SLIDING, LayerKind.CHUNKED) for layer in layout.layers):
             out.append(
-                f"sliding / chunked layers reserve the window plus {self.in_flight(opts):,} in-flight tokens "
+                f"sliding / chunked layers reserve the window plus {self.in_flight(opts, ctx):,} in-flight tokens "
                 "(max_num_batched_tokens x batches in flight) per request"
             )
         if any(layer.kind is LayerKind.STATE for layer in layout.layers):
@@ -223,17 +310,182 @@ class VLLMEngine(Engine):
         return out
 
     def facts(self, layout: CacheLayout, ctx: int, opts: EngineOptions) -> dict[str, int]:
-        return {"block_size": self.block_size(opts), "in_flight_tokens": self.in_flight(opts)}
+        return {"block_size": self.block_size(opts), "in_flight_tokens": self.in_flight(opts, ctx)}
 
-    def kv_budget(self, usable: int, weights: int, reserve: int, fraction: Fraction) -> KvBudget:
+    #: --kv-cache-dtype values (vllm/config/cache.py CacheDType) for kvplan's canonical dtypes.
+    CACHE_DTYPES: ClassVar[dict[str, str]] = {
+        "bfloat16": "bfloat16",
+        "float16": "float16",
+        "fp8_e4m3": "fp8_e4m3",
+        "fp8_e5m2": "fp8_e5m2",
+        "fp8_ds_mla": "fp8_ds_mla",
+        "int8_per_token_head": "int8_per_token_head",
+        "fp8_per_token_head": "fp8_per_token_head",
+        "nvfp4": "nvfp4",
+    }
+
+    def launch_command(self, plan: LaunchPlan) -> tuple[str, ...]:
+        """`vllm serve MODEL` with the plan's numbers. Every EngineArgs field is a flag (vllm/engine/arg_utils.py,
+        EngineArgs.add_cli_args): --max-model-len, --max-num-seqs, --kv-cache-dtype (CacheConfig.cache_dtype:
+        auto, bfloat16, float16, fp8, fp8_e4m3, fp8_e5m2, ...), --tensor-parallel-size, --pipeline-parallel-size,
+        --gpu-memory-utilization, --block-size, --max-num-batched-tokens, --enforce-eager, and bool fields as
+        --x / --no-x (argparse.BooleanOptionalAction) such as --async-scheduling; --speculative-config is JSON."""
+        opts = plan.opts
+        dtype = engine_dtype(plan.kv_cache_dtype, plan.auto_dtype, self.CACHE_DTYPES, "vllm serve", "--kv-cache-dtype")
+        args = [
+            "vllm",
+            "serve",
+            plan.model,
+            "--max-model-len",
+            str(plan.max_model_len),
+            "--max-num-seqs",
+            str(plan.max_num_seqs),
+            "--kv-cache-dtype",
+            dtype,
+            "--tensor-parallel-size",
+            str(opts.tensor_parallel_size),
+        ]
+        if opts.pipeline_parallel_size > 1:
+            args += ["--pipeline-parallel-size", str(opts.pipeline_parallel_size)]
+        if plan.fraction is not None:
+            args += ["--gpu-memory-utilization", fraction_text(plan.fraction)]
+        if plan.kv_cache_memory_bytes is not None:
+            # CacheConfig.kv_cache_memory_bytes: a fixed KV size that skips profiling (gpu_memory_utilization unused)
+            args += ["--kv-cache-memory-bytes", str(plan.kv_cache_memory_bytes)]
+        if opts.block_size is not None:
+            args += ["--block-size", str(opts.block_size)]
+        if opts.max_num_batched_tokens is not None:
+            args += ["--max-num-batched-tokens", str(opts.max_num_batched_tokens)]
+        if opts.enforce_eager:
+            args.append("--enforce-eager")
+        if opts.async_scheduling is not None:
+            args.append("--async-scheduling" if opts.async_scheduling else "--no-async-scheduling")
+        if opts.speculative_layers:
+            # SpeculativeConfig (vllm/config/speculative.py): "mtp" drafts with the model's own MTP layers; an
+            # EAGLE draft is its own checkpoint, which the plan does not know: the command names a placeholder.
+            tokens = opts.speculative_tokens or opts.speculative_layers
+            draft = "" if plan.speculative_method == "mtp" else ', "model": "<EAGLE draft checkpoint>"'
+            config = f'{{"method": "{plan.speculative_method}"{draft}, "num_speculative_tokens": {tokens}}}'
+            args += ["--speculative-config", config]
+        return tuple(args)
+
+    # -- the memory before the cache --------------------------------------------------------------------------
+    #
+    # GPUWorker.determine_available_memory (vllm/v1/worker/gpu_worker.py) gives the cache
+    #   requested - (weights + torch peak increase + non-torch increase) [- the CUDA-graph estimate]
+    # measured around GPUModelRunner.profile_run. kvplan predicts each term from the model's widths; the
+    # constants are calibrated against 30 logged vLLM 0.19.0 startups (tests/data/engine_logs.yaml,
+    # docs/engine-overhead.md has the errors).
+
+    def activation_peak(self, shape: ForwardShape, tokens: int, seqs: int, tp: int) -> tuple[int, str]:
+        """The torch peak of profile_run: a dummy forward of ``tokens`` tokens, then _dummy_sampler_run over
+        min(max_num_seqs, tokens) rows of logits, which are gathered whole on every rank (so this does not shrink
+        with tp: Llama-3.1-8B logged 1.89 GiB at tp 1, 2 and 4).
+
+        - sampler: the hidden states (tokens x hidden) plus (13 + e) B per row per vocabulary entry: the logits
+          in the activation dtype (e B) and about 13 B of float32 working copies (fit to the logs: 14.7-15.1 B at
+          e = 2; Llama-3.1-8B in float32, e = 4: 2.20 GiB predicted, 2.21 logged);
+        - forward: tokens x (3 x intermediate / tp + 4 x hidden) x e, the gate/up output, the activated half and
+          the hidden / residual streams at the MLP (CodeLlama-7B, vocabulary 32,016: 0.75 GiB, 0.77 logged);
+        - MoE adds the fused-MoE intermediate caches, tokens x top_k x (3 x expert width / tp + hidden) x e
+          (Mixtral tp 2: 1.30 GiB predicted, 1.21 logged; Qwen3-30B-A3B 2.74 / 2.68), except for experts that
+          run without them (gpt-oss MXFP4: 2.83 / 2.87 without the term).
+        """
+        e = shape.activation_bytes
+        rows = min(seqs, tokens)
+        sampler = tokens * shape.hidden * e + (13 + e) * rows * shape.vocab
+        forward = tokens * (3 * cdiv(shape.intermediate, tp) + 4 * shape.hidden) * e
+        how = (
+            f"max(sampler {tokens:,} x {shape.hidden:,} x {e} + {13 + e} x {rows:,} rows x {shape.vocab:,} vocab, "
+            f"forward {tokens:,} x (3 x {cdiv(shape.intermediate, tp):,} + 4 x {shape.hidden:,}) x {e})"
+        )
+        peak = max(sampler, forward)
+        # gpt-oss's MXFP4 experts run through a kernel without fused-MoE caches (logged 2.87 GiB, 2.83 predicted
+        # without the term, 3.36 with it).
+        if shape.expert_intermediate and shape.expert_format != "mxfp4":
+            check_experts_per_token(shape)
+            width = cdiv(shape.expert_intermediate, tp)
+            moe = tokens * shape.experts_per_token * (3 * width + shape.hidden) * e
+            peak += moe
+            how += f" + MoE {tokens:,} x {shape.experts_per_token} x (3 x {width:,} + {shape.hidden:,}) x {e}"
+        return peak, how
+
+    # non-torch memory growth during profiling, per GPU (logged "non-torch forward increase memory", vLLM
+    # 0.19.0 on H100): 0.24-0.27 GiB at tp 1, 2.06-2.11 GiB at tp 2 and 2.13-2.21 GiB at tp 4 (the custom
+    # all-reduce and NCCL buffers), 0.07 GiB on a pipeline stage without tensor parallelism.
+    NON_TORCH_MIB_TP1 = 256
+    NON_TORCH_MIB_TP2 = 2150
+    NON_TORCH_MIB_TP4 = 2222
+    NON_TORCH_MIB_PP = 72
+
+    def non_torch(self, tp: int, pp: int) -> int:
+        if tp == 1:
+            return (self.NON_TORCH_MIB_TP1 if pp == 1 else self.NON_TORCH_MIB_PP) * MiB
+        return (self.NON_TORCH_MIB_TP2 if tp == 2 else self.NON_TORCH_MIB_TP4) * MiB
+
+    # CUDA graphs: vLLM >= 0.21.0 subtracts an estimate of the graph pool (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS,
+    # on by default: "CUDA graph memory profiling is enabled (default since v0.21.0)"); 0.19.0 logs the estimate
+    # ("Estimated CUDA graph memory: 0.84 GiB total" for Llama-3.1-8B, 51 PIECEWISE + 51 FULL sizes up to 512)
+    # without subtracting it. Fit to 46 logged estimates: 320 MiB + 16 MiB per layer on the GPU (MAE 0.15 GiB).
+    GRAPH_BASE_MIB = 320
+    GRAPH_LAYER_MIB = 16
+
+    def overhead_terms(self, work: Workload, fraction: Fraction) -> tuple[BudgetTerm, ...]:
+        """The terms vLLM subtracts besides the weights, each with its arithmetic and source."""
+        opts = work.opts
+        version = self.version(opts)
+        if version < (0, 17, 0):
+            raise OptionError(
+                Param.ENGINE_VERSION,
+                f"vLLM {self.version_text(opts)}'s activation peak is not modelled (before 0.17 it was about 2.5x "
+                "larger: Qwen3-14B logged 5.64 GiB in 0.16.0, 2.23 GiB in 0.17.0); pass --reserve with the "
+                "torch peak + non-torch figures its startup log prints",
+            )
+        tp, pp = opts.tensor_parallel_size, opts.pipeline_parallel_size
+        tokens, seqs = self.batch_limits(opts, work.max_model_len)
+        peak, how = self.activation_peak(work.shape, tokens, seqs, tp)
+        source = "GPUModelRunner.profile_run, calibrated on vLLM 0.19.0 logs"
+        terms = [
+            BudgetTerm("activation peak", peak, f"{how}; {source}"),
+            BudgetTerm(
+                "non-torch memory",
+                self.non_torch(tp, pp),
+                ("NCCL / custom all-reduce buffers" if tp > 1 else "cuBLAS workspaces and other memory outside torch")
+                + f" at tp {tp}, pp {pp} (logged non-torch forward increase, vLLM 0.19.0 on H100)",
+            ),
+        ]
+        if version >= (0, 21, 0) and not opts.enforce_eager:
+            layers = cdiv(work.shape.layers, pp) + opts.speculative_layers
+            graphs = (self.GRAPH_BASE_MIB + self.GRAPH_LAYER_MIB * layers) * MiB
+            terms.append(
+                BudgetTerm(
+                    "CUDA graphs",
+                    graphs,
+                    f"{self.GRAPH_BASE_MIB} MiB + {self.GRAPH_LAYER_MIB} MiB x {layers} layers: the graph-pool "
+                    "estimate vLLM >= 0.21 subtracts (--enforce-eager: none)",
+                )
+            )
+        return tuple(terms)
+
+    def kv_budget(
+        self, usable: int, weights: int, reserve: int | None, fraction: Fraction | None, work: Workload | None = None
+    ) -> KvBudget:
         """--gpu-memory-utilization is a share of the whole GPU (request_memory, vllm/v1/worker/utils.py):
-        ceil(usable x fraction), of which the KV cache gets what the weights and the profiled peak leave."""
-        return whole_gpu_budget(self.name, usable, weights, reserve, fraction)
+        ceil(usable x fraction), of which the KV cache gets what the weights and the profiled terms
+        (:meth:`overhead_terms`) leave."""
+        return self.whole_gpu_budget(usable, weights, reserve, fraction, work)
 
     def capacity(
-        self, layout: CacheLayout, kv_memory: int, max_model_len: int, kv_cache_dtype: str, opts: EngineOptions
+        self,
+        layout: CacheLayout,
+        kv_memory: int,
+        max_model_len: int,
+        kv_cache_dtype: str,
+        opts: EngineOptions,
+        k_dtype: str | None = None,
+        v_dtype: str | None = None,
     ) -> Capacity:
-        return vllm_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts)
+        return vllm_capacity(self, layout, kv_memory, max_model_len, kv_cache_dtype, opts, k_dtype, v_dtype)
 
     def stage_tensors(
         self, stage: Sequence[LayerSpec], ctx: int, batch: int, types: CacheTypes, opts: EngineOptions
@@ -283,10 +535,12 @@ def vllm_capacity(
     max_model_len: int,
     kv_cache_dtype: str,
     opts: EngineOptions,
+    k_dtype: str | None = None,
+    v_dtype: str | None = None,
 ) -> Capacity:
     """get_kv_cache_config_from_groups / get_max_concurrency_for_kv_cache_config / get_kv_cache_capacity."""
     engine.validate(layout, opts)
-    types = engine.cache_types(layout, kv_cache_dtype, None, None)
+    types = engine.cache_types(layout, kv_cache_dtype, k_dtype, v_dtype)
     lines: list[str] = []
     best: tuple[Fraction, int, int, int] | None = None
     for i, stage in enumerate(engine.stage_layers(layout, opts)):
@@ -316,7 +570,11 @@ def vllm_capacity(
         f"vLLM 0.11 printed (num_blocks // {n_groups} groups) x block size = "
         f"{num_blocks // n_groups * block:,})"
     )
-    facts = {"num_groups": n_groups, "blocks_per_request": per_request, "in_flight_tokens": engine.in_flight(opts)}
+    facts = {
+        "num_groups": n_groups,
+        "blocks_per_request": per_request,
+        "in_flight_tokens": engine.in_flight(opts, max_model_len),
+    }
     return Capacity(
         engine.name, kv_memory, max_model_len, block, num_blocks, tokens, conc, tuple(lines), facts, types.label
     )

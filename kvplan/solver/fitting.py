@@ -14,6 +14,7 @@ from kvplan.readers.context import ContextLimit, beyond_limit_note, context_limi
 from kvplan.resolve import ModelSource, read_layout, resolve
 
 if TYPE_CHECKING:
+    from kvplan.engines import EngineOptions
     from kvplan.formula import CacheTypes
     from kvplan.gpus import Budget, GpuSelection
     from kvplan.weights import WeightEstimate
@@ -21,16 +22,7 @@ if TYPE_CHECKING:
 #: A context that still fits at 2^50 tokens (a petabyte per GPU at one byte per token) means the cache stopped
 #: growing (state or windowed layers only): the largest context is "unbounded".
 from kvplan.solver.search import CTX_CAP
-from kvplan.solver.shared import (
-    _GPU_HINT,
-    _as_counts,
-    _Hardware,
-    _reserve,
-    _Setup,
-    cap_ctx,
-    select_gpu,
-    tensor_parallel,
-)
+from kvplan.solver.shared import _GPU_HINT, _as_counts, _Hardware, _Setup, cap_ctx, select_gpu, tensor_parallel
 
 
 @dataclass(frozen=True)
@@ -142,6 +134,10 @@ class FitReport:
     #: One per (ctx, batch): does it fit on the plan's GPUs.
     checks: tuple[FitCheck, ...]
     notes: tuple[str, ...]
+    #: The command that serves the largest asked context x batch on the fewest GPUs it fits on (None: nothing
+    #: fits, or the engine has no server), and what it needs besides its arguments.
+    launch_command: tuple[str, ...] | None = None
+    launch_notes: tuple[str, ...] = ()
 
     @property
     def fits(self) -> bool:
@@ -168,8 +164,9 @@ def fit(
     engine: str | None = None,
     tensor_parallel_size: int | None = None,
     num_gpus: int | None = None,
-    utilization: float = 0.90,
+    utilization: float | None = None,
     reserve_bytes: int | None = None,
+    options: EngineOptions | None = None,
     weights_dtype: str | None = None,
     gpu_files: Sequence[Path] = (),
     revision: str | None = None,
@@ -202,6 +199,7 @@ def fit(
         tensor_parallel_size=tensor_parallel_size,
         utilization=utilization,
         reserve_bytes=reserve_bytes,
+        options=options,
         weights_dtype=weights_dtype,
         ctx_source=ctx_source,
     )
@@ -221,19 +219,20 @@ def fit_for_layout(
     kv_heads: int | None = None,
     engine: str | None = None,
     tensor_parallel_size: int | None = None,
-    utilization: float = 0.90,
+    utilization: float | None = None,
     reserve_bytes: int | None = None,
+    options: EngineOptions | None = None,
     weights_dtype: str | None = None,
     ctx_source: str = "--ctx",
 ) -> FitReport:
     """:func:`fit` for a layout already read (``engine`` None: ideal, or llama.cpp for a GGUF model)."""
-    from kvplan.engines import engine_for, get_engine
+    from kvplan.engines import EngineOptions, engine_for, get_engine
     from kvplan.weights import weight_bytes
 
     engine, engine_note = engine_for(layout, engine)
     ctxs, batches = _as_counts(ctx, Param.CTX), _as_counts(batch, Param.BATCH)
     gpu, tp = tensor_parallel(gpu, tensor_parallel_size)
-    hw = _Hardware(get_engine(engine), gpu, utilization, _reserve(reserve_bytes))
+    hw = _Hardware(get_engine(engine), gpu, utilization, reserve_bytes, options or EngineOptions(), max(ctxs))
     own = layout.kv_heads if layout.attention_layers else None
     if kv_heads is not None:
         layout = with_kv_heads(layout, kv_heads)
@@ -286,6 +285,7 @@ def fit_for_layout(
     g = layout.kv_heads if layout.attention_layers else None
     if g is not None and g < tp:
         notes.append(f"tp {tp} > {g} KV heads: every rank keeps one whole head, so the heads are copied {tp // g}x")
+    command, launch_notes = _launch(hw, layout, source.requested, kv_cache_dtype, gpu_answers, kv_heads)
     return FitReport(
         source=source,
         layout=layout,
@@ -305,4 +305,36 @@ def fit_for_layout(
         min_gpus=tuple(gpu_answers),
         checks=tuple(checks),
         notes=tuple(notes),
+        launch_command=command,
+        launch_notes=launch_notes,
     )
+
+
+def _launch(
+    hw: _Hardware,
+    layout: CacheLayout,
+    model: str,
+    kv_cache_dtype: str,
+    answers: Sequence[GpusAnswer],
+    kv_heads: int | None,
+) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """The launch command for the largest context and batch asked, on the fewest GPUs they fit on."""
+    from kvplan.engines import LaunchPlan
+
+    if not hw.engine.has_server:
+        return None, ()
+    target = max(answers, key=lambda a: (a.ctx, a.batch))
+    if target.tp is None or target.budget is None:
+        return None, (f"no launch command: {target.batch} x {target.ctx:,} tokens fits on no tp tried",)
+    plan = LaunchPlan(
+        model=model,
+        max_model_len=target.ctx,
+        max_num_seqs=target.batch,
+        kv_cache_dtype=kv_cache_dtype,
+        fraction=target.budget.rule.fraction,
+        opts=hw.opts(target.tp),
+    )
+    command, notes = hw.engine.launch(layout, plan)
+    if command is not None and kv_heads is not None:
+        notes = (*notes, f"planned with the --kv-heads {kv_heads} what-if: the command serves the checkpoint as it is")
+    return command, notes

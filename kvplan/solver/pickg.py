@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ from kvplan.readers.context import ContextLimit, beyond_limit_note, context_limi
 from kvplan.resolve import ModelSource, read_layout, resolve
 
 if TYPE_CHECKING:
+    from kvplan.engines import EngineOptions
     from kvplan.formula import CacheTypes
     from kvplan.gpus import Budget, GpuSelection
     from kvplan.weights import WeightEstimate
@@ -27,7 +29,6 @@ from kvplan.solver.shared import (
     SAFE_GROUP,
     _as_counts,
     _Hardware,
-    _reserve,
     _Setup,
     cap_ctx,
     quality_note,
@@ -199,6 +200,10 @@ class PickGReport:
     ways: tuple[Way, ...]
     charts: tuple[Chart, ...]
     notes: tuple[str, ...]
+    #: The command that serves the model at the largest asked context x batch when its own G fits there
+    #: (None otherwise, or when the engine has no server), and what it needs besides its arguments.
+    launch_command: tuple[str, ...] | None = None
+    launch_notes: tuple[str, ...] = ()
 
     @property
     def warnings(self) -> tuple[ConfigWarning, ...]:
@@ -238,8 +243,9 @@ def pick_g(
     engine: str | None = None,
     tensor_parallel_size: int | None = None,
     num_gpus: int | None = None,
-    utilization: float = 0.90,
+    utilization: float | None = None,
     reserve_bytes: int | None = None,
+    options: EngineOptions | None = None,
     weights_dtype: str | None = None,
     gpu_files: Sequence[Path] = (),
     chart: bool = False,
@@ -294,6 +300,7 @@ def pick_g(
         tensor_parallel_size=tensor_parallel_size,
         utilization=utilization,
         reserve_bytes=reserve_bytes,
+        options=options,
         weights_dtype=weights_dtype,
         chart=chart,
         scenario=scenario,
@@ -315,8 +322,9 @@ def pick_g_for_layout(
     kv_cache_dtype: str = "auto",
     engine: str | None = None,
     tensor_parallel_size: int | None = None,
-    utilization: float = 0.90,
+    utilization: float | None = None,
     reserve_bytes: int | None = None,
+    options: EngineOptions | None = None,
     weights_dtype: str | None = None,
     chart: bool = False,
     ways: bool = True,
@@ -332,14 +340,14 @@ def pick_g_for_layout(
     engine, engine_note = engine_for(layout, engine)
     ctxs, batches = _as_counts(ctx, Param.CTX), _as_counts(batch, Param.BATCH)
     gpu, tp = tensor_parallel(gpu, tensor_parallel_size)
-    hw = _Hardware(get_engine(engine), gpu, utilization, _reserve(reserve_bytes))
+    hw = _Hardware(get_engine(engine), gpu, utilization, reserve_bytes, options or EngineOptions(), max(ctxs))
     if not layout.attention_layers:
         kinds = ", ".join(k.value for k in layout.kinds)
         raise OptionError(Param.MODEL, f"{layout.model} has no per-head K/V to choose G for (layers: {kinds})")
     h = min(layer.q_heads for layer in layout.attention_layers)
     own = layout.kv_heads
     gs = sorted(valid_kv_heads(layout), reverse=True)
-    opts = EngineOptions(tensor_parallel_size=tp)
+    opts = hw.opts(tp)
     hw.engine.validate(with_kv_heads(layout, gs[0]), opts)  # tp must divide the query heads
 
     choices: list[GChoice] = []
@@ -373,8 +381,11 @@ def pick_g_for_layout(
     report_ways: tuple[Way, ...] = ()
     if ways and len(cells) == 1:
         report_ways = _ways(hw, cells[0], choices, setups, own, kv_cache_dtype)
-    charts = tuple(_chart(setups, ctxs, b, hw.reserve_bytes) for b in batches) if chart else ()
+    held = setups[0].budget.reserve_bytes
+    charts = tuple(_chart(setups, ctxs, b, held) for b in batches) if chart else ()
     types = setups[0].cost.types
+    fraction = setups[0].budget.rule.fraction
+    command, launch_notes = _launch(hw, layout, source.requested, kv_cache_dtype, cells, own, tp, fraction)
     return PickGReport(
         source=source,
         layout=layout,
@@ -385,8 +396,8 @@ def pick_g_for_layout(
         tp=tp,
         kv_types=types,
         weights_dtype=choices[0].weights.dtype,
-        utilization=utilization,
-        reserve_bytes=hw.reserve_bytes,
+        utilization=setups[0].budget.utilization,
+        reserve_bytes=held,
         query_heads=h,
         own_g=own,
         ctx_source=ctx_source,
@@ -400,6 +411,8 @@ def pick_g_for_layout(
         charts=charts,
         notes=((engine_note,) if engine_note else ())
         + _pick_notes(choices, own, tp, types, gpu, beyond_limit_note(model_limit, max(ctxs))),
+        launch_command=command,
+        launch_notes=launch_notes,
     )
 
 
@@ -549,3 +562,33 @@ def _pick_notes(
     if not all(c.weights.exact for c in choices):
         notes.append("weights are an estimate for this model (see `kvplan size` notes)")
     return tuple(notes)
+
+
+def _launch(
+    hw: _Hardware,
+    layout: CacheLayout,
+    model: str,
+    kv_cache_dtype: str,
+    cells: Sequence[PickGCell],
+    own: int | None,
+    tp: int,
+    fraction: Fraction,
+) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """The launch command for the model as it is, at the largest context and batch asked, when its own G fits."""
+    from kvplan.engines import LaunchPlan
+
+    if not hw.engine.has_server:
+        return None, ()
+    cell = max(cells, key=lambda c: (c.ctx, c.batch))
+    option = next((o for o in cell.options if o.g == own), None)
+    if option is None or not option.fits:
+        return None, (f"no launch command: the model's own G does not fit {cell.batch} x {cell.ctx:,} tokens",)
+    plan = LaunchPlan(
+        model=model,
+        max_model_len=cell.ctx,
+        max_num_seqs=cell.batch,
+        kv_cache_dtype=kv_cache_dtype,
+        fraction=fraction,
+        opts=hw.opts(tp),
+    )
+    return hw.engine.launch(layout, plan)

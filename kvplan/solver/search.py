@@ -87,7 +87,16 @@ class KvCost:
     engine's own ``per_gpu_bytes`` for every engine and bundled model.
     """
 
-    def __init__(self, layout: CacheLayout, engine: Engine, kv_cache_dtype: str = "auto", tp: int = 1) -> None:
+    def __init__(
+        self,
+        layout: CacheLayout,
+        engine: Engine,
+        kv_cache_dtype: str = "auto",
+        tp: int = 1,
+        opts: EngineOptions | None = None,
+    ) -> None:
+        from dataclasses import replace
+
         from kvplan.engines import Engine as BaseEngine
         from kvplan.engines import EngineOptions
 
@@ -95,7 +104,7 @@ class KvCost:
         self.engine = engine
         self.kv_cache_dtype = kv_cache_dtype
         self.tp = tp
-        self.opts: EngineOptions = EngineOptions(tensor_parallel_size=tp)
+        self.opts: EngineOptions = replace(opts or EngineOptions(), tensor_parallel_size=tp)
         first = engine.estimate(layout, 1, 1, kv_cache_dtype=kv_cache_dtype, opts=self.opts)
         self.types: CacheTypes = first.types
         self.linear: bool = engine.linear_in_batch

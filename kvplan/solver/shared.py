@@ -12,7 +12,7 @@ from kvplan.formula import check_positive, divisors
 from kvplan.layout import CacheLayout
 
 if TYPE_CHECKING:
-    from kvplan.engines import Engine
+    from kvplan.engines import Engine, EngineOptions
     from kvplan.gpus import Budget, GpuSelection
     from kvplan.weights import WeightEstimate
 
@@ -79,6 +79,15 @@ def select_gpu(gpu: str | GpuSelection, *, num_gpus: int | None = None, gpu_file
     return parse_gpu(gpu, load_catalog(gpu_files), num_gpus)
 
 
+def engine_options(options: EngineOptions | None, gpu: GpuSelection, tp: int) -> EngineOptions:
+    """The plan's engine options on ``gpu`` at ``tp``: the GPU's memory and name feed the engine's defaults
+    (vLLM's max_num_batched_tokens)."""
+    from kvplan.engines import EngineOptions
+
+    base = options or EngineOptions()
+    return replace(base, tensor_parallel_size=tp, device_memory_bytes=gpu.usable_bytes, device_name=gpu.title)
+
+
 def tensor_parallel(gpu: GpuSelection, tp: int | None) -> tuple[GpuSelection, int]:
     """The plan's tensor-parallel size (default: the GPU count) and the GPUs it runs on (count = tp)."""
     if tp is None:
@@ -117,12 +126,6 @@ def _as_counts(value: int | Sequence[int], option: Param) -> tuple[int, ...]:
     return tuple(check_positive(option, v) for v in values)
 
 
-def _reserve(reserve_bytes: int | None) -> int:
-    from kvplan.gpus import DEFAULT_RESERVE
-
-    return DEFAULT_RESERVE if reserve_bytes is None else reserve_bytes
-
-
 @dataclass(frozen=True)
 class _Setup:
     """One (layout, KV dtype, tp) on the plan's hardware: weights, budget and cost. Internal."""
@@ -139,24 +142,36 @@ class _Setup:
 
 @dataclass(frozen=True)
 class _Hardware:
-    """What every setup of one plan shares: the engine, the kind of GPU and the budget terms. Internal."""
+    """What every setup of one plan shares: the engine and its options, the kind of GPU and the budget terms
+    (None: the engine's default fraction / the engine's own terms). Internal."""
 
     engine: Engine
     gpu: GpuSelection
-    utilization: float
-    reserve_bytes: int
+    utilization: float | None
+    reserve_bytes: int | None
+    #: The engine options of the plan (tp is set per setup) and the longest request it plans for.
+    options: EngineOptions
+    max_model_len: int
+
+    def opts(self, tp: int) -> EngineOptions:
+        return engine_options(self.options, self.gpu, tp)
 
     def setup(self, layout: CacheLayout, tp: int, kv_cache_dtype: str, weights: WeightEstimate) -> _Setup:
+        from kvplan.engines import Workload
         from kvplan.gpus import budget
+        from kvplan.weights import forward_shape
 
+        opts = self.opts(tp)
+        work = Workload(layout, forward_shape(layout, weights), self.max_model_len, opts)
         b = budget(
             replace(self.gpu, count=tp),
             weights_bytes_per_gpu=weights.bytes_per_gpu(tp),
             utilization=self.utilization,
             reserve_bytes=self.reserve_bytes,
             engine=self.engine,
+            work=work,
         )
-        return _Setup(layout, tp, b, KvCost(layout, self.engine, kv_cache_dtype, tp))
+        return _Setup(layout, tp, b, KvCost(layout, self.engine, kv_cache_dtype, tp, opts))
 
     def fewest_gpus(
         self,

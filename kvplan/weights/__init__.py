@@ -23,6 +23,7 @@ from kvplan.weights.defaults import TIED_BY_DEFAULT, VOCAB_KEYS, WEIGHT_DEFAULTS
 from kvplan.weights.families import gemma3n, meta_params, mla_decoder, nemotron_h, nemotron_nas, pure_ssm
 from kvplan.weights.ffn import EXPERT_KEYS, Ffn, Moe
 from kvplan.weights.result import ParamCount, Part, Role, WeightTensor
+from kvplan.weights.shape import TOP_K_KEYS, forward_shape
 from kvplan.weights.storage import (
     EXPLICIT_FORMATS,
     WEIGHT_DTYPE_ALIASES,
@@ -41,6 +42,7 @@ __all__ = [
     "EXPLICIT_FORMATS",
     "PLAIN_MLP_ACTIVATIONS",
     "TIED_BY_DEFAULT",
+    "TOP_K_KEYS",
     "VOCAB_KEYS",
     "WEIGHT_DEFAULTS",
     "WEIGHT_DTYPE_ALIASES",
@@ -59,6 +61,7 @@ __all__ = [
     "config_format",
     "count_parameters",
     "dense_decoder",
+    "forward_shape",
     "gemma3n",
     "meta_params",
     "mla_decoder",

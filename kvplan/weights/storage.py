@@ -245,6 +245,9 @@ class WeightEstimate:
     #: K/V projection bytes per KV-head count G (a rank keeps whole heads, so TP > G replicates them).
     kv_bytes: tuple[tuple[int, int], ...]
     notes: tuple[str, ...] = ()
+    #: The storage scheme, and the bytes per value of what it keeps unconverted (the serving dtype's width).
+    scheme: Scheme = Scheme.PLAIN
+    base_bytes: int = 2
 
     def bytes_per_gpu(self, tp: int) -> int:
         """Weight bytes on each of ``tp`` tensor-parallel GPUs.
@@ -329,4 +332,6 @@ def weight_bytes(layout: CacheLayout, *, dtype: str | None = None, kv_heads: int
         replicated_bytes=replicated,
         kv_bytes=tuple(sorted(kv.items())),
         notes=tuple(notes),
+        scheme=fmt.scheme,
+        base_bytes=fmt.base_bytes,
     )
