@@ -99,9 +99,10 @@ def test_hf_engine_matches_transformers_on_family_fixtures(case: str) -> None:
 
 @pytest.mark.parametrize("case", ["deepseek_v4_flash", "deepseek_v4_default_pattern"])
 def test_hf_engine_matches_transformers_on_deepseek_v4(case: str) -> None:
-    """Around both compress rates and the window: partial windows (buffers), closed ones (overlap), past 128."""
+    """Around both compress rates and the window: partial windows (buffers), closed ones (overlap), past 128, and
+    past 1,024 with both rates' last windows partial (1,031 = 8 x 128 + 7 = 257 x 4 + 3)."""
     raw = json.loads((FIXTURES / case / "config.json").read_text())
-    at = [(3, 1), (5, 2), (127, 1), (130, 1), (263, 2), (5000, 1)]
+    at = [(3, 1), (5, 2), (127, 1), (130, 1), (263, 2), (1031, 1)]
     ref = reference_for(case, raw, at)
     assert ref.supported, ref.reason
     for (seq, batch), nbytes in ref.cache_nbytes:

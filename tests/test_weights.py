@@ -8,7 +8,6 @@ config it can build on the meta device (plus small synthetic configs of families
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from kvplan.catalog import bundled_models
 from kvplan.errors import OptionError, UnknownDtypeError
 from kvplan.layout import CacheLayout
-from kvplan.resolve import load_model, resolve
+from kvplan.resolve import load_model
 from kvplan.weights import (
     Part,
     Role,
@@ -28,6 +27,8 @@ from kvplan.weights import (
     weight_bytes,
     weight_format,
 )
+
+from .oracle_hf import param_count, reference
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "models"
 
@@ -316,42 +317,6 @@ def test_weight_format_keeps_non_matrices_16_bit() -> None:
 # ----------------------------------------------------------------------------------------------------------
 # The oracle: transformers on the meta device
 
-#: Bundled configs transformers 5.23 knows under another name, remapped as the Hub's and transformers' own
-#: converted copies spell them: tiiuae's RefinedWeb / RefinedWebModel configs are model_type "falcon" with
-#: num_attention_heads / num_hidden_layers / num_kv_heads (RefinedWeb = the new decoder architecture), and
-#: transformers' Kimi_K25Config maps a Kimi text config's "kimi_k2" to "deepseek_v3".
-FALCON_KEYS = {"n_head": "num_attention_heads", "n_layer": "num_hidden_layers", "n_head_kv": "num_kv_heads"}
-
-
-def _as_transformers_knows_it(config: dict[str, Any]) -> dict[str, Any]:
-    config = {k: v for k, v in config.items() if k not in ("auto_map", "quantization_config")}
-    if config.get("model_type") == "kimi_k2":
-        config["model_type"] = "deepseek_v3"
-    if config.get("model_type") in ("RefinedWeb", "RefinedWebModel"):
-        config["new_decoder_architecture"] = config["model_type"] == "RefinedWeb"
-        config["model_type"] = "falcon"
-        config = {FALCON_KEYS.get(k, k): v for k, v in config.items()}
-    return config
-
-
-def transformers_param_count(config: dict[str, Any]) -> int:
-    """sum(p.numel()) of transformers' causal LM for ``config`` (its text decoder), built on the meta device."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch = pytest.importorskip("torch")
-        pytest.importorskip("transformers")
-        from transformers import AutoConfig, AutoModelForCausalLM
-        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-        config = _as_transformers_knows_it(config)
-        model_type = config.pop("model_type")
-        if model_type not in CONFIG_MAPPING_NAMES:
-            pytest.skip(f"transformers does not know model_type {model_type!r} (remote code)")
-        text = AutoConfig.for_model(model_type, **config).get_text_config()
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(text)
-        return int(sum(p.numel() for p in model.parameters()))
-
 
 def _check(layout: CacheLayout, expected: int) -> None:
     count = count_parameters(layout)
@@ -361,12 +326,15 @@ def _check(layout: CacheLayout, expected: int) -> None:
         assert abs(count.total - expected) <= expected // 100, (count.total, expected, count.notes)
 
 
-# On the meta device no weights are allocated: every bundled config builds in well under a second (the
-# whole oracle, 54 bundled + 24 synthetic models, takes about 8 s on 2 CPU cores), so none is marked slow.
+# On the meta device no weights are allocated. A bundled model is built once for this count and the cache
+# oracle (tests/oracle_hf.py reference, shared within the xdist worker every test of that model runs in).
+@pytest.mark.oracle
 @pytest.mark.parametrize("model", [m.model_id for m in bundled_models().values()])
 def test_oracle_bundled(model: str) -> None:
-    raw = resolve(model).raw
-    _check(load_model(model), transformers_param_count(raw))
+    ref = reference(model)
+    if not ref.supported:
+        pytest.skip(ref.reason)
+    _check(load_model(model), ref.param_count)
 
 
 B = {
@@ -571,12 +539,13 @@ SYNTHETIC: dict[str, dict[str, Any]] = {
 }
 
 
+@pytest.mark.oracle
 @pytest.mark.parametrize("name", list(SYNTHETIC))
 def test_oracle_synthetic(name: str, tmp_path: Path) -> None:
     config = SYNTHETIC[name]
     layout = _load(tmp_path, config)
     assert count_parameters(layout).exact == (not name.endswith("_estimate"))
-    _check(layout, transformers_param_count(config))
+    _check(layout, param_count(config))
 
 
 def test_nemotron_h_block_list_counts_as_its_pattern() -> None:
