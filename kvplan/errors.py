@@ -7,7 +7,9 @@ into one line on stderr and :attr:`KvplanError.exit_code`; nothing else in the p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from enum import IntEnum, StrEnum
 
 
@@ -136,7 +138,7 @@ class GatedModelError(KvplanError):
         self.model = model
         super().__init__(
             f"model {model!r} is gated on the Hugging Face Hub: accept its licence on the model page, then "
-            "log in (`hf auth login`), set HF_TOKEN or pass --token; or pass a local config.json path"
+            f"log in (`hf auth login`), set HF_TOKEN or pass {spell(Param.TOKEN)}; or pass a local config.json path"
         )
 
 
@@ -151,7 +153,8 @@ class OfflineError(KvplanError):
             # The model is bundled, but a revision was asked for: only the Hub (or its cache) has revisions.
             super().__init__(
                 f"model {model!r}: revision {revision!r} is not in the local Hugging Face cache and the Hub cannot "
-                f"be reached{extra}; the bundled config has no revisions: drop --revision to use it, or connect"
+                f"be reached{extra}; the bundled config has no revisions: drop {spell(Param.REVISION)} to use it, or "
+                "connect"
             )
             return
         super().__init__(
@@ -196,8 +199,32 @@ class Param(StrEnum):
     REVISION = "revision"
     IMAGES = "images"
     SAVE_GPU = "save_gpu"
+    TOKEN = "token"
+    #: Machine-readable output (the CLI's --json), which render's notes point to.
+    JSON = "json"
     #: An environment variable, not an argument.
     HF_ENDPOINT = "HF_ENDPOINT"
+
+
+#: How messages spell a parameter while a CLI command runs (kvplan/cli/flags.py's table); None outside one.
+_SPELLING: ContextVar[Mapping[Param, str | None] | None] = ContextVar("kvplan_spelling", default=None)
+
+
+def spell(param: Param) -> str:
+    """How a message names ``param``: the flag inside a CLI command (the CLI installs its one table with
+    :func:`spelling`), the parameter's own name for library callers. The core never writes a flag itself."""
+    table = _SPELLING.get()
+    return (table.get(param) if table else None) or param.value
+
+
+@contextmanager
+def spelling(table: Mapping[Param, str | None]) -> Iterator[None]:
+    """Spell parameters as ``table`` says for the duration (the CLI wraps every command in it)."""
+    token = _SPELLING.set(table)
+    try:
+        yield
+    finally:
+        _SPELLING.reset(token)
 
 
 class OptionError(KvplanError):
@@ -226,8 +253,8 @@ class UnknownGPUError(KvplanError):
         self.suggestions = tuple(suggestions)
         hint = f"; closest: {', '.join(self.suggestions)}" if self.suggestions else ""
         super().__init__(
-            f"--gpu: unknown GPU {name!r}{hint}. `kvplan gpus` lists the catalog; a raw size such as "
-            "--gpu 80GiB also works"
+            f"{spell(Param.GPU)}: unknown GPU {name!r}{hint}. `kvplan gpus` lists the catalog; a raw size such as "
+            f"{spell(Param.GPU)} 80GiB also works"
         )
 
 
@@ -267,7 +294,7 @@ class DeviceUnavailableError(KvplanError):
 
     def __init__(self, device: str, detail: str) -> None:
         self.device = device
-        super().__init__(f"--device {device}: {detail}")
+        super().__init__(f"{spell(Param.DEVICE)} {device}: {detail}")
 
 
 class RankFailedError(KvplanError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from math import prod
 
 from kvplan.dtypes import AUTO, STORAGE_TYPES, StorageType, canonical_name, storage_type
-from kvplan.errors import OptionError, Param
+from kvplan.errors import OptionError, Param, spell
 from kvplan.layout import CacheLayout, LayerGroup, LayerKind, LayerSpec, StateTensor
 from kvplan.limits import MAX_COUNT
 from kvplan.readers.context import context_limit
@@ -445,12 +445,13 @@ def with_kv_heads(layout: CacheLayout, kv_heads: int, option: Param = Param.KV_H
 def default_context(layout: CacheLayout, ctx: int | None) -> tuple[int, str]:
     """The context to plan for: the user's, else the model's own maximum."""
     if ctx is not None:
-        return check_positive(Param.CTX, ctx), "--ctx"
+        return check_positive(Param.CTX, ctx), spell(Param.CTX)
     limit = context_limit(layout)
     if limit is None:
         raise OptionError(
             Param.CTX,
-            f"{layout.model} does not state a context length (max_position_embeddings or similar); pass --ctx N",
+            f"{layout.model} does not state a context length (max_position_embeddings or similar); pass "
+            f"{spell(Param.CTX)} N",
         )
     if limit.scaled:
         return limit.tokens, f"the model's context limit: {limit.scaling}"

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from kvplan.catalog import data_root
-from kvplan.errors import CatalogFileError, FileReadError, OptionError, Param, UnknownGPUError
+from kvplan.errors import CatalogFileError, FileReadError, OptionError, Param, UnknownGPUError, spell
 from kvplan.files import read_text
 from kvplan.limits import MAX_COUNT
 from kvplan.units import exact_and_human, human_bytes
@@ -601,7 +601,9 @@ def parse_gpu(text: str, catalog: Catalog, num_gpus: int | None = None) -> GpuSe
     raw = text.strip()
     if not raw:
         raise OptionError(
-            Param.GPU, "is empty; give a GPU name or a size, e.g. --gpu h100 or --gpu 8xa100 or --gpu 80GiB"
+            Param.GPU,
+            f"is empty; give a GPU name or a size, e.g. {spell(Param.GPU)} h100 or {spell(Param.GPU)} 8xa100 or "
+            f"{spell(Param.GPU)} 80GiB",
         )
     count: int | None = None
     name = raw
@@ -615,7 +617,8 @@ def parse_gpu(text: str, catalog: Catalog, num_gpus: int | None = None) -> GpuSe
         if count is not None and count != num_gpus:
             raise OptionError(
                 Param.NUM_GPUS,
-                f"--num-gpus {num_gpus} contradicts the count in --gpu {raw!r} ({count}); give the count once",
+                f"{spell(Param.NUM_GPUS)} {num_gpus} contradicts the count in {spell(Param.GPU)} {raw!r} ({count}); "
+                "give the count once",
             )
         count = num_gpus
     count = count or 1
@@ -632,7 +635,7 @@ def parse_gpu(text: str, catalog: Catalog, num_gpus: int | None = None) -> GpuSe
         match = _SIZE.match(name)
         assert match is not None  # _size matched it
         label = f"{match.group(1)} {match.group(2)}"
-        return GpuSelection(None, label, size, count, f"raw size given as --gpu {name} = {size:,} B", raw)
+        return GpuSelection(None, label, size, count, f"raw size given as {spell(Param.GPU)} {name} = {size:,} B", raw)
     raise UnknownGPUError(name, catalog.suggestions(name))
 
 
@@ -754,7 +757,7 @@ def budget_lines(b: Budget, units: str = "iec") -> list[str]:
         share = [
             f"free: {b.usable_bytes:,} - {exact_terms} = {exact_and_human(b.rule.free_bytes, units)}",
             f"KV cache{per}: floor({b.rule.free_bytes:,} B x {u}) = {exact_and_human(b.kv_bytes_per_gpu, units)} "
-            f"(--gpu-memory-utilization as free_gpu_memory_fraction: {b.rule.source})",
+            f"({spell(Param.UTILIZATION)} as free_gpu_memory_fraction: {b.rule.source})",
         ]
     else:
         requested = human_bytes(b.requested_bytes, units)
@@ -764,13 +767,13 @@ def budget_lines(b: Budget, units: str = "iec") -> list[str]:
         ]
     lines = [headline, f"usable{per}: {exact_and_human(b.usable_bytes, units)}; {b.gpu.source}"]
     if b.rule.version:
-        lines.append(f"rules: {b.rule.engine} {b.rule.version} (--engine-version)")
-    if b.rule.fraction_note != "--gpu-memory-utilization":
+        lines.append(f"rules: {b.rule.engine} {b.rule.version} ({spell(Param.ENGINE_VERSION)})")
+    if b.rule.fraction_note != spell(Param.UTILIZATION):
         lines.append(f"fraction: {b.rule.fraction_note}")
     if b.rule.basis is BudgetBasis.TOTAL:
         lines.append(
             f"requested: ceil({b.usable_bytes:,} B x {u}) = {exact_and_human(b.requested_bytes, units)} "
-            "(--gpu-memory-utilization, as vLLM's request_memory)"
+            f"({spell(Param.UTILIZATION)}, as vLLM's request_memory)"
         )
     lines += [f"weights{per}: {exact_and_human(b.weights_bytes, units)}"]
     lines += [f"{t.name}{per}: {exact_and_human(t.bytes, units)} ({t.note})" for t in b.rule.terms[1:]]
@@ -796,7 +799,8 @@ def budget_lines(b: Budget, units: str = "iec") -> list[str]:
         lines.append(
             "nothing fits: weights and reserve exceed the requested memory by "
             f"{exact_and_human(b.shortfall_bytes, units)}"
-            f"{per}; use more GPUs, a bigger GPU, a higher --gpu-memory-utilization or a smaller --reserve"
+            f"{per}; use more GPUs, a bigger GPU, a higher {spell(Param.UTILIZATION)} or a smaller "
+            f"{spell(Param.RESERVE_BYTES)}"
         )
     return lines
 
@@ -894,7 +898,7 @@ def measured_entry(measured: MeasuredGpu, base: GpuEntry | None) -> dict[str, An
         f"measured by kvplan verify on {measured.measured_at[:10]}: torch total {total:,} B on {measured.device_name}"
     )
     entry["measured"] = {k: v for k, v in measured.__dict__.items() if v is not None}
-    entry["sources"] = ["kvplan verify --save-gpu"]
+    entry["sources"] = [f"kvplan verify {spell(Param.SAVE_GPU)}"]
     return entry
 
 

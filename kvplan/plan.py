@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kvplan.dtypes import AUTO
-from kvplan.errors import OptionError, Param
+from kvplan.errors import OptionError, Param, spell
 from kvplan.formula import (
     CacheEstimate,
     SpectrumPoint,
@@ -307,9 +307,15 @@ def capacity(
     from kvplan.readers.config import refuse_not_understood
 
     if kv_memory is None and gpu is None:
-        raise OptionError(Param.GPU, "say where the KV memory comes from: --gpu (e.g. h100) or --kv-memory (e.g. 8GiB)")
+        raise OptionError(
+            Param.GPU,
+            f"say where the KV memory comes from: {spell(Param.GPU)} (e.g. h100) or {spell(Param.KV_MEMORY)} "
+            "(e.g. 8GiB)",
+        )
     if kv_memory is not None and gpu is not None:
-        raise OptionError(Param.KV_MEMORY, "give --kv-memory (e.g. 8GiB) or --gpu (e.g. h100), not both")
+        raise OptionError(
+            Param.KV_MEMORY, f"give {spell(Param.KV_MEMORY)} (e.g. 8GiB) or {spell(Param.GPU)} (e.g. h100), not both"
+        )
     source = resolve(model, revision=revision, token=token)
     layout = read_layout(source, images=images, strict=strict)
     engine, engine_note = engine_for(layout, engine, "vllm")
@@ -324,7 +330,7 @@ def capacity(
     plan_budget = None
     if kv_memory is not None:
         memory = check_positive(Param.KV_MEMORY, kv_memory)
-        lines = [f"KV memory per GPU: {memory:,} B (--kv-memory)"]
+        lines = [f"KV memory per GPU: {memory:,} B ({spell(Param.KV_MEMORY)})"]
     else:
         from kvplan.gpus import budget, budget_lines
         from kvplan.solver import engine_options, select_gpu, tensor_parallel
@@ -359,7 +365,8 @@ def capacity(
                 Param.GPU,
                 f"nothing is left for the KV cache on {selection.title}: weights "
                 f"{per_gpu_weights:,} B and the engine's other terms {plan_budget.reserve_bytes:,} B exceed the "
-                "budget; use more GPUs (--num-gpus / --tensor-parallel-size) or a bigger GPU",
+                f"budget; use more GPUs ({spell(Param.NUM_GPUS)} / {spell(Param.TENSOR_PARALLEL_SIZE)}) or a bigger "
+                "GPU",
             )
     lines.append(f"max_model_len {length:,} ({length_source})")
     if engine_note:

@@ -18,6 +18,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
+from kvplan.errors import Param, spell
 from kvplan.formula import Explanation
 from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.plan import CapacityReport, CatalogRow, SizeReport
@@ -373,8 +374,9 @@ def _kinds_text(kinds: Iterable[str]) -> str:
     return "+".join(_KIND_SHORT.get(k, k) for k in kinds)
 
 
-def _left_out(console: Console, dropped: Sequence[str], more: str = "--json") -> None:
+def _left_out(console: Console, dropped: Sequence[str]) -> None:
     if dropped:
+        more = spell(Param.JSON)
         say(
             console,
             Text(
@@ -497,8 +499,9 @@ def render_gpus(rows: Sequence[GpuRow], units: str = "iec", console: Console | N
         say(
             console,
             Text(
-                f"* {r.id}: measured by kvplan verify --save-gpu on {m.device_name} ({m.measured_at}, torch "
-                f"{m.torch_version}): total {m.total_bytes:,} B, CUDA context and other use {m.context_bytes:,} B"
+                f"* {r.id}: measured by kvplan verify {spell(Param.SAVE_GPU)} on {m.device_name} "
+                f"({m.measured_at}, torch {m.torch_version}): total {m.total_bytes:,} B, CUDA context and other use "
+                f"{m.context_bytes:,} B"
                 + ("" if m.allocator_bytes is None else f", allocator reserve {m.allocator_bytes:,} B")
                 + f"; in {r.origin}",
                 style="dim",
@@ -697,14 +700,14 @@ def lever_text(lever: Lever, ctx: int, batch: int, units: str = "iec") -> str:
     if lever.kind == "fp8":
         short = lever.kv_bytes - lever.kv_budget_bytes
         verdict = "fits" if lever.fits else f"not enough alone, {human_bytes(short, units)} over"
-        text = f"--kv-cache-dtype fp8: {used}, {verdict}"
+        text = f"{spell(Param.KV_CACHE_DTYPE)} fp8: {used}, {verdict}"
     elif lever.kind in ("tp", "fp8+tp"):
-        flag = "--kv-cache-dtype fp8 " if lever.kind == "fp8+tp" else ""
-        text = f"{flag}--tensor-parallel-size {lever.value} ({lever.value} GPUs): {used}"
+        flag = f"{spell(Param.KV_CACHE_DTYPE)} fp8 " if lever.kind == "fp8+tp" else ""
+        text = f"{flag}{spell(Param.TENSOR_PARALLEL_SIZE)} {lever.value} ({lever.value} GPUs): {used}"
     elif lever.kind == "batch":
-        text = f"--batch {lever.value:,} at ctx {ctx:,}: {used}"
+        text = f"{spell(Param.BATCH)} {lever.value:,} at ctx {ctx:,}: {used}"
     else:
-        text = f"--ctx {lever.value:,} at batch {batch:,}: {used}"
+        text = f"{spell(Param.CTX)} {lever.value:,} at batch {batch:,}: {used}"
     note = f"; {lever.note}" if lever.note and lever.value is not None else ""
     return f"{_LEVER_NAMES[lever.kind]}: {text}{note}"
 
@@ -732,7 +735,12 @@ def render_g_matrix(console: Console, report: PickGReport) -> None:
     for ctx in report.ctxs:
         table.add_row(f"{ctx:,}", *("-" if by_cell[ctx, b] is None else str(by_cell[ctx, b]) for b in report.batches))
     say(console, table)
-    say(console, Text("one context and one batch show every G with its numbers; --json has every cell", style="dim"))
+    say(
+        console,
+        Text(
+            f"one context and one batch show every G with its numbers; {spell(Param.JSON)} has every cell", style="dim"
+        ),
+    )
 
 
 _MARKERS = "ABCDEFHJKLMNPQRSTUVWXYZabcdefhjkmnpqrstuvwxyz"
@@ -855,7 +863,8 @@ def render_fit(report: FitReport, units: str = "iec", console: Console | None = 
         _answer(
             console,
             head,
-            f"{g.budget.gpu.title}, --tensor-parallel-size {g.tp}: KV {human_bytes(g.kv_bytes, units)} per GPU, "
+            f"{g.budget.gpu.title}, {spell(Param.TENSOR_PARALLEL_SIZE)} {g.tp}: "
+            f"KV {human_bytes(g.kv_bytes, units)} per GPU, "
             f"budget {human_bytes(g.budget.kv_bytes_per_gpu, units)}; there the longest context at batch "
             f"{g.batch:,} is {_gpus_ctx_text(g)} and the most sequences "
             f"at ctx {g.ctx:,} is "

@@ -38,6 +38,7 @@ from kvplan.errors import (
     OfflineError,
     OptionError,
     Param,
+    spell,
 )
 from kvplan.files import expand_user, path_kind, read_text
 from kvplan.layout import CacheLayout
@@ -551,7 +552,7 @@ def _hub_failure(err: Exception, repo_id: str, revision: str | None, endpoint: s
     if isinstance(err, RepositoryNotFoundError):
         return ModelNotFoundError(
             repo_id,
-            "no such repository on the Hugging Face Hub (if it is private, log in or pass --token); "
+            f"no such repository on the Hugging Face Hub (if it is private, log in or pass {spell(Param.TOKEN)}); "
             "`kvplan models` lists the bundled models, or pass a local config.json",
         )
     if isinstance(err, OfflineModeIsEnabled):

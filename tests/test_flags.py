@@ -89,6 +89,36 @@ def test_every_flag_a_message_names_exists() -> None:
     assert not missing, missing
 
 
+def test_the_core_writes_no_flag() -> None:
+    """Outside kvplan/cli/ no message spells one of kvplan's flags: the core names a Param through
+    kvplan.errors.spell, and the CLI's one table (cli/flags.py) says how it is written. An engine's module may
+    name its own server's flags (its launch command), which can coincide with kvplan's (vLLM's --max-model-len)."""
+    ours = kvplan_flags() - {"--help", "--version"}
+    written: dict[str, str] = {}
+    for path in (ROOT / "kvplan").rglob("*.py"):
+        if "cli" in path.relative_to(ROOT).parts:
+            continue
+        own = server_flags(path)
+        for text in messages(path):
+            for flag in FLAG.findall(text):
+                if flag in ours and flag not in own:
+                    written.setdefault(flag, path.relative_to(ROOT).as_posix())
+    assert not written, written
+
+
+def test_library_messages_name_parameters_and_cli_messages_flags() -> None:
+    model = "meta-llama/Meta-Llama-3.1-8B"
+    with pytest.raises(OptionError) as err:
+        kvplan.capacity(model)
+    assert err.value.problem == "say where the KV memory comes from: gpu (e.g. h100) or kv_memory (e.g. 8GiB)"
+    result = CliRunner().invoke(app, ["capacity", model])
+    assert result.exit_code == 2
+    assert "--gpu: say where the KV memory comes from: --gpu (e.g. h100) or --kv-memory (e.g. 8GiB)" in result.stderr
+    with pytest.raises(OptionError) as again:  # the CLI's spelling lasts for its command only
+        kvplan.capacity(model)
+    assert "--gpu" not in again.value.problem
+
+
 @pytest.mark.parametrize("engine", ["vllm", "sglang", "llama.cpp", "trtllm"])
 @pytest.mark.parametrize(
     "model", ["meta-llama/Meta-Llama-3.1-8B", "deepseek-ai/DeepSeek-V2-Lite", "google/gemma-3-27b-it"]

@@ -362,7 +362,7 @@ def test_importing_verify_does_not_import_torch() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
 def test_cuda_unavailable(device: str) -> None:
-    with pytest.raises(DeviceUnavailableError, match=f"--device {device}: ") as err:
+    with pytest.raises(DeviceUnavailableError, match=f"^device {device}: ") as err:
         run_verify([VerifyPlan("tiny", tiny_layout(), ctx=10)], device)
     assert err.value.exit_code == ExitCode.USAGE
 
@@ -502,7 +502,7 @@ def test_max_bytes_above_the_machine_keeps_the_memory_guard() -> None:
     assert info.cap_bytes is not None and guarded.cap_bytes is not None
     assert info.cap_bytes <= guarded.cap_bytes * 1.1  # MemAvailable moves a little between the two reads
     assert info.cap_bytes < 2**62
-    assert info.cap_note.startswith("--max-bytes 4,611,686,018,427,387,904 B (4,194,304 TiB) is more than half of")
+    assert info.cap_note.startswith("max_bytes 4,611,686,018,427,387,904 B (4,194,304 TiB) is more than half of")
 
 
 def test_torch_import_oserror_names_torch(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,15 +16,18 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from kvplan.errors import ExitCode, KvplanError
+from kvplan.errors import ExitCode, KvplanError, spelling
 
 
 class KvplanGroup(TyperGroup):
     """Maps kvplan's exceptions to one stderr line and a named exit code."""
 
     def invoke(self, ctx: Any) -> Any:  # typer vendors its own click; the Context type is private
+        from kvplan.cli.flags import FLAGS
+
         try:
-            return super().invoke(ctx)
+            with spelling(FLAGS):  # the core's messages name flags, spelled as cli/flags.py says
+                return super().invoke(ctx)
         except KvplanError as err:
             from kvplan.cli.flags import cli_message
             from kvplan.render import debug_enabled, print_error

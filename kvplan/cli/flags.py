@@ -40,6 +40,8 @@ FLAGS: dict[Param, str | None] = {
     Param.REVISION: "--revision",
     Param.IMAGES: "--images",
     Param.SAVE_GPU: "--save-gpu",
+    Param.TOKEN: "--token",
+    Param.JSON: "--json",
     Param.HF_ENDPOINT: "HF_ENDPOINT",
 }
 

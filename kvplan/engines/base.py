@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 from kvplan.dtypes import canonical_name
 from kvplan.engines.budget import WHOLE_GPU, BudgetTerm, KvBudget, total_fraction_budget
 from kvplan.engines.overhead import ForwardShape, GiB
-from kvplan.errors import OptionError, Param
+from kvplan.errors import OptionError, Param, spell
 from kvplan.formula import (
     CacheEstimate,
     CacheTypes,
@@ -372,7 +372,9 @@ class Engine(ABC):
 
     def cache_types(self, layout: CacheLayout, kv_cache_dtype: str, k: str | None, v: str | None) -> CacheTypes:
         if not self.split_kv_types and (k is not None or v is not None):
-            raise OptionError(Param.K_DTYPE, f"--engine {self.name} stores K and V in one --kv-cache-dtype")
+            raise OptionError(
+                Param.K_DTYPE, f"{spell(Param.ENGINE)} {self.name} stores K and V in one {spell(Param.KV_CACHE_DTYPE)}"
+            )
         types = resolve_types(layout, kv_cache_dtype, k_dtype=k, v_dtype=v)
         if self.TYPES is not None:
             allowed_types(self.name, types, self.TYPES)
@@ -453,12 +455,14 @@ class Engine(ABC):
     #: pytorch#107667, #109888) lives outside vLLM's requested share, in the (1 - utilization) headroom. Long
     #: prefill chunks, big vocabularies, multimodal encoders or speculative decoding need more: pass --reserve.
     STATED_RESERVE = 2 * GiB
-    STATED_NOTE = "activation peak, NCCL/cuBLAS workspaces; --reserve"
+
+    def stated_note(self) -> str:
+        return f"activation peak, NCCL/cuBLAS workspaces; {spell(Param.RESERVE_BYTES)}"
 
     def overhead_terms(self, work: Workload, fraction: Fraction) -> tuple[BudgetTerm, ...]:
         """What the engine holds on each GPU besides the weights and the KV cache, term by term (at the memory
         ``fraction`` the budget uses): the stated reserve unless the engine has its own terms."""
-        return (BudgetTerm("reserve", self.STATED_RESERVE, self.STATED_NOTE),)
+        return (BudgetTerm("reserve", self.STATED_RESERVE, self.stated_note()),)
 
     def held_terms(
         self, weights: int, reserve: int | None, work: Workload | None, fraction: Fraction
@@ -467,9 +471,10 @@ class Engine(ABC):
         (the stated reserve when there is no workload to compute them for)."""
         head = BudgetTerm("weights", weights)
         if reserve is not None:
-            return head, BudgetTerm("reserve", reserve, "--reserve, in place of the engine's own terms")
+            given = f"{spell(Param.RESERVE_BYTES)}, in place of the engine's own terms"
+            return head, BudgetTerm("reserve", reserve, given)
         if work is None:
-            return head, BudgetTerm("reserve", self.STATED_RESERVE, self.STATED_NOTE)
+            return head, BudgetTerm("reserve", self.STATED_RESERVE, self.stated_note())
         return head, *self.overhead_terms(work, fraction)
 
     #: The version whose rules this engine's module follows (named in every budget), and the option that names it.
@@ -484,10 +489,10 @@ class Engine(ABC):
     def default_fraction(self, work: Workload | None) -> tuple[Fraction, str]:
         """The memory fraction when none is given, and why: vLLM's gpu_memory_utilization default, 0.9
         (vllm/config/cache.py), which kvplan also takes for engines without one."""
-        return Fraction(9, 10), "--gpu-memory-utilization"
+        return Fraction(9, 10), spell(Param.UTILIZATION)
 
     def fraction_and_note(self, fraction: Fraction | None, work: Workload | None) -> tuple[Fraction, str]:
-        return (fraction, "--gpu-memory-utilization") if fraction is not None else self.default_fraction(work)
+        return (fraction, spell(Param.UTILIZATION)) if fraction is not None else self.default_fraction(work)
 
     def whole_gpu_budget(
         self, usable: int, weights: int, reserve: int | None, fraction: Fraction | None, work: Workload | None
@@ -596,11 +601,14 @@ class Engine(ABC):
         tp = check_positive(Param.TENSOR_PARALLEL_SIZE, opts.tensor_parallel_size)
         pp = check_positive(Param.PIPELINE_PARALLEL_SIZE, opts.pipeline_parallel_size)
         if self.single_process and (tp > 1 or pp > 1):
-            raise OptionError(Param.TENSOR_PARALLEL_SIZE, f"--engine {self.name} runs in one process: use 1")
+            raise OptionError(
+                Param.TENSOR_PARALLEL_SIZE, f"{spell(Param.ENGINE)} {self.name} runs in one process: use 1"
+            )
         if tp > 1 and not self.shards_heads:
             raise OptionError(
                 Param.TENSOR_PARALLEL_SIZE,
-                f"--engine {self.name} splits layers, not heads: use --pipeline-parallel-size",
+                f"{spell(Param.ENGINE)} {self.name} splits layers, not heads: use "
+                f"{spell(Param.PIPELINE_PARALLEL_SIZE)}",
             )
         check_tp(layout, tp)
         missing = [kind.value for kind in layout.kinds if kind not in self.KINDS]
@@ -608,7 +616,7 @@ class Engine(ABC):
             raise OptionError(
                 Param.ENGINE,
                 f"{self.name} has no rule for {', '.join(missing)} layers ({layout.model}); "
-                "--engine ideal or hf can cost them",
+                f"{spell(Param.ENGINE)} ideal or hf can cost them",
             )
         self.version_label(opts)
         for name in ("block_size", "max_num_batched_tokens"):
@@ -674,7 +682,8 @@ def allowed_types(engine: str, types: CacheTypes, names: Sequence[str]) -> None:
     for t in {types.k.name, types.v.name}:
         if t not in names:
             raise OptionError(
-                Param.KV_CACHE_DTYPE, f"--engine {engine} does not store KV as {t}; it offers: {', '.join(names)}"
+                Param.KV_CACHE_DTYPE,
+                f"{spell(Param.ENGINE)} {engine} does not store KV as {t}; it offers: {', '.join(names)}",
             )
 
 

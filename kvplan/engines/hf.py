@@ -10,6 +10,7 @@ from kvplan.engines.base import Capacity, Engine, EngineOptions, LaunchPlan, Wor
 from kvplan.engines.budget import KvBudget
 from kvplan.engines.ideal import bhsd_layer, ideal_capacity
 from kvplan.engines.tensors import LayerTensors
+from kvplan.errors import Param, spell
 from kvplan.formula import CacheTypes, resolve_types
 from kvplan.layout import CacheLayout, LayerKind, LayerSpec
 
@@ -108,7 +109,10 @@ class HFEngine(Engine):
         if any(layer.kind is LayerKind.STATE for layer in layout.layers):
             out.append("linear-attention / SSM layers: conv state of the whole kernel, recurrent state in float32")
         if layout.dtype == "float32":
-            out.append("K/V in float32: transformers keeps the checkpoint's dtype (pass --kv-cache-dtype to change)")
+            out.append(
+                "K/V in float32: transformers keeps the checkpoint's dtype "
+                f"(pass {spell(Param.KV_CACHE_DTYPE)} to change)"
+            )
         if self.broadcasts_heads(layout):
             out.append("Falcon new decoder architecture: K/V broadcast to every query head before caching")
         return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvplan.errors import OptionError, Param
+from kvplan.errors import OptionError, Param, spell
 
 MiB = 2**20
 GiB = 2**30
@@ -41,5 +41,5 @@ def check_experts_per_token(shape: ForwardShape) -> None:
         raise OptionError(
             Param.RESERVE_BYTES,
             "the config states no experts per token (num_experts_per_tok) and its family has no default: the "
-            "engine's MoE activation peak needs it; pass --reserve with the figure the engine logs",
+            f"engine's MoE activation peak needs it; pass {spell(Param.RESERVE_BYTES)} with the figure the engine logs",
         )

@@ -21,7 +21,7 @@ from kvplan.engines.base import (
 from kvplan.engines.budget import BudgetTerm, KvBudget
 from kvplan.engines.overhead import MiB
 from kvplan.engines.tensors import LayerTensors, TensorSpec, kv_pair, mla_latent, state_tensors
-from kvplan.errors import OptionError, Param
+from kvplan.errors import OptionError, Param, spell
 from kvplan.formula import CacheTypes
 from kvplan.layout import CLASSIC_KINDS, CacheLayout, LayerKind, LayerSpec
 
@@ -136,7 +136,7 @@ class SGLangEngine(Engine):
             raise OptionError(
                 Param.UTILIZATION,
                 f"SGLang's default mem_fraction_static on a {gpu_mem:,.0f} MiB GPU is {value} (it keeps "
-                f"{reserved:,.0f} MiB back): pass --gpu-memory-utilization",
+                f"{reserved:,.0f} MiB back): pass {spell(Param.UTILIZATION)}",
             )
         how = (
             f"SGLang's mem_fraction_static: round(({gpu_mem:,.0f} - {reserved:,.0f}) / {gpu_mem:,.0f} MiB, 3) = "

@@ -23,7 +23,7 @@ from kvplan.engines.base import (
 from kvplan.engines.budget import BudgetTerm, KvBudget
 from kvplan.engines.overhead import ForwardShape, GiB, MiB, check_experts_per_token
 from kvplan.engines.tensors import LayerTensors, TensorSpec, kv_pair, mla_latent, row, state_tensors, torch_dtype_name
-from kvplan.errors import OptionError, Param
+from kvplan.errors import OptionError, Param, spell
 from kvplan.formula import CacheTypes, state_bytes, token_bytes
 from kvplan.layout import CLASSIC_KINDS, CacheLayout, LayerKind, LayerSpec
 
@@ -148,7 +148,7 @@ class VLLMEngine(Engine):
         """
         memory = opts.device_memory_bytes
         if memory is None:
-            return 8192, 1024, "no --gpu: vllm serve's defaults on a GPU of at least 70 GiB"
+            return 8192, 1024, f"no {spell(Param.GPU)}: vllm serve's defaults on a GPU of at least 70 GiB"
         big = memory >= 70 * GiB and "a100" not in opts.device_name.lower()
         where = "at least 70 GiB, not an A100" if big else "under 70 GiB or an A100"
         tokens, seqs = (8192, 1024) if big else (2048, 256)
@@ -438,8 +438,8 @@ class VLLMEngine(Engine):
             raise OptionError(
                 Param.ENGINE_VERSION,
                 f"vLLM {self.version_text(opts)}'s activation peak is not modelled (before 0.17 it was about 2.5x "
-                "larger: Qwen3-14B logged 5.64 GiB in 0.16.0, 2.23 GiB in 0.17.0); pass --reserve with the "
-                "torch peak + non-torch figures its startup log prints",
+                "larger: Qwen3-14B logged 5.64 GiB in 0.16.0, 2.23 GiB in 0.17.0); pass "
+                f"{spell(Param.RESERVE_BYTES)} with the torch peak + non-torch figures its startup log prints",
             )
         tp, pp = opts.tensor_parallel_size, opts.pipeline_parallel_size
         tokens, seqs = self.batch_limits(opts, work.max_model_len)

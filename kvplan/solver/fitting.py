@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kvplan.errors import OptionError, Param
+from kvplan.errors import OptionError, Param, spell
 from kvplan.formula import default_context, with_kv_heads
 from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.readers.context import ContextLimit, beyond_limit_note, context_limit
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 #: A context that still fits at 2^50 tokens (a petabyte per GPU at one byte per token) means the cache stopped
 #: growing (state or windowed layers only): the largest context is "unbounded".
 from kvplan.solver.search import CTX_CAP
-from kvplan.solver.shared import _GPU_HINT, _as_counts, _Hardware, _Setup, cap_ctx, select_gpu, tensor_parallel
+from kvplan.solver.shared import _as_counts, _Hardware, _Setup, cap_ctx, gpu_hint, select_gpu, tensor_parallel
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def fit(
     and the fewest GPUs for each (ctx, batch). ``ctx`` defaults to the model's context limit, and the longest
     context is capped there (each answer keeps what memory alone would allow)."""
     if gpu is None:
-        raise OptionError(Param.GPU, _GPU_HINT)
+        raise OptionError(Param.GPU, gpu_hint())
     source = resolve(model, revision=revision, token=token)
     from kvplan.readers.config import refuse_not_understood
 
@@ -186,7 +186,7 @@ def fit(
     if ctx is None:
         ctx, ctx_source = default_context(layout, None)
     else:
-        ctx_source = "--ctx"
+        ctx_source = spell(Param.CTX)
     report = fit_for_layout(
         layout,
         source,
@@ -223,7 +223,7 @@ def fit_for_layout(
     reserve_bytes: int | None = None,
     options: EngineOptions | None = None,
     weights_dtype: str | None = None,
-    ctx_source: str = "--ctx",
+    ctx_source: str | None = None,
 ) -> FitReport:
     """:func:`fit` for a layout already read (``engine`` None: ideal, or llama.cpp for a GGUF model)."""
     from kvplan.engines import EngineOptions, engine_for, get_engine
@@ -296,7 +296,7 @@ def fit_for_layout(
         kv_types=s.cost.types,
         weights=weights,
         budget=s.budget,
-        ctx_source=ctx_source,
+        ctx_source=ctx_source or spell(Param.CTX),
         ctxs=ctxs,
         batches=batches,
         context_limit=model_limit,
@@ -336,5 +336,8 @@ def _launch(
     )
     command, notes = hw.engine.launch(layout, plan)
     if command is not None and kv_heads is not None:
-        notes = (*notes, f"planned with the --kv-heads {kv_heads} what-if: the command serves the checkpoint as it is")
+        notes = (
+            *notes,
+            f"planned with the {spell(Param.KV_HEADS)} {kv_heads} what-if: the command serves the checkpoint as it is",
+        )
     return command, notes

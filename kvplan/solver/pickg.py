@@ -8,7 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kvplan.errors import OptionError, Param
+from kvplan.errors import OptionError, Param, spell
 from kvplan.formula import attention_kind_name, default_context, valid_kv_heads, with_kv_heads
 from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.readers.context import ContextLimit, beyond_limit_note, context_limit
@@ -24,13 +24,13 @@ if TYPE_CHECKING:
 #: growing (state or windowed layers only): the largest context is "unbounded".
 from kvplan.solver.scenario import Scenario, load_scenario
 from kvplan.solver.shared import (
-    _GPU_HINT,
     GQA_PAPER,
     SAFE_GROUP,
     _as_counts,
     _Hardware,
     _Setup,
     cap_ctx,
+    gpu_hint,
     quality_note,
     select_gpu,
     tensor_parallel,
@@ -265,7 +265,7 @@ def pick_g(
         model = scenario.model
         gpu = scenario.gpu if gpu is None else gpu
     if gpu is None:
-        raise OptionError(Param.GPU, _GPU_HINT)
+        raise OptionError(Param.GPU, gpu_hint())
     source = resolve(model, revision=revision, token=token)
     from kvplan.readers.config import refuse_not_understood
 
@@ -275,7 +275,7 @@ def pick_g(
     elif ctx is None:
         ctx, ctx_source = default_context(layout, None)
     else:
-        ctx_source = "--ctx"
+        ctx_source = spell(Param.CTX)
     if batch is None:
         batch = scenario.batch if scenario is not None else 1
     selection = select_gpu(gpu, num_gpus=num_gpus, gpu_files=gpu_files)
@@ -330,7 +330,7 @@ def pick_g_for_layout(
     ways: bool = True,
     scenario: Scenario | None = None,
     scenario_changes: tuple[str, ...] = (),
-    ctx_source: str = "--ctx",
+    ctx_source: str | None = None,
 ) -> PickGReport:
     """:func:`pick_g` for a layout already read. ``ways=False`` skips the ways to reach a G (single cell only);
     ``engine`` None is ideal, or llama.cpp for a GGUF model."""
@@ -400,7 +400,7 @@ def pick_g_for_layout(
         reserve_bytes=held,
         query_heads=h,
         own_g=own,
-        ctx_source=ctx_source,
+        ctx_source=ctx_source or spell(Param.CTX),
         ctxs=ctxs,
         batches=batches,
         context_limit=model_limit,

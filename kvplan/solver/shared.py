@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kvplan.errors import OptionError, Param
+from kvplan.errors import OptionError, Param, spell
 from kvplan.formula import check_positive, divisors
 from kvplan.layout import CacheLayout
 
@@ -28,7 +28,9 @@ SAFE_GROUP = 8
 _SSM_TP = (1, 2, 4, 8, 16, 32, 64)
 
 
-_GPU_HINT = "which GPU? e.g. --gpu a100-80g, --gpu 8xh100 or --gpu 80GiB (`kvplan gpus` lists the catalog)"
+def gpu_hint() -> str:
+    gpu = spell(Param.GPU)
+    return f"which GPU? e.g. {gpu} a100-80g, {gpu} 8xh100 or {gpu} 80GiB (`kvplan gpus` lists the catalog)"
 
 
 GQA_PAPER = "Ainslie et al. 2023, GQA, arXiv:2305.13245"
@@ -96,7 +98,8 @@ def tensor_parallel(gpu: GpuSelection, tp: int | None) -> tuple[GpuSelection, in
     if gpu.count not in (1, tp):
         raise OptionError(
             Param.TENSOR_PARALLEL_SIZE,
-            f"{tp} ranks, but --gpu / --num-gpus give {gpu.count} GPUs; kvplan plans one tensor-parallel group, "
+            f"{tp} ranks, but {spell(Param.GPU)} / {spell(Param.NUM_GPUS)} give {gpu.count} GPUs; kvplan plans one "
+            "tensor-parallel group, "
             "so give the number once",
         )
     return replace(gpu, count=tp), tp

@@ -6,7 +6,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from kvplan.errors import DeviceUnavailableError, OptionError, Param, UnknownGPUError
+from kvplan.errors import DeviceUnavailableError, OptionError, Param, UnknownGPUError, spell
 from kvplan.units import exact_and_human
 
 if TYPE_CHECKING:
@@ -146,25 +146,25 @@ def open_device(
     dev, canonical = _open(torch, device)
     total, free = _memory(torch, dev)
     cap, cap_note = max_bytes, ""
+    flag = spell(Param.MAX_BYTES)
     guard = (free or total or 0) // 2 if dev.type == "cpu" else None
     if max_bytes is not None and (guard is None or max_bytes <= guard):
-        cap_note = f"--max-bytes {exact_and_human(max_bytes)}: a software cap on what verify allocates"
+        cap_note = f"{flag} {exact_and_human(max_bytes)}: a software cap on what verify allocates"
     elif guard is not None:
         # The guard stays under a larger --max-bytes: running out of RAM kills the process instead of raising.
         cap = guard
         if max_bytes is None:
-            asked = "no --max-bytes on a CPU: verify allocates at most half of the available RAM,"
+            asked = f"no {flag} on a CPU: verify allocates at most half of the available RAM,"
         else:
             asked = (
-                f"--max-bytes {exact_and_human(max_bytes)} is more than half of the available RAM: "
-                "verify allocates at most"
+                f"{flag} {exact_and_human(max_bytes)} is more than half of the available RAM: verify allocates at most"
             )
         cap_note = f"{asked} {exact_and_human(cap)} (running out of RAM kills the process instead of raising)"
         if max_bytes is None and cpu_cap is not None and cpu_cap < cap:
             cap = cpu_cap
             cap_note = (
-                f"no --max-bytes on a CPU: the self-check allocates at most {exact_and_human(cap)}, enough for "
-                "every plan (--max-bytes sets another cap)"
+                f"no {flag} on a CPU: the self-check allocates at most {exact_and_human(cap)}, enough for "
+                f"every plan ({flag} sets another cap)"
             )
     limits = [x for x in (free, cap) if x is not None]
     available = min(limits) if limits else 0

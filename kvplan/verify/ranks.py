@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from kvplan.engines import get_engine, heads_per_rank
-from kvplan.errors import DeviceUnavailableError, OptionError, Param
+from kvplan.errors import DeviceUnavailableError, OptionError, Param, spell
 from kvplan.layout import LayerKind, LayerSpec
 from kvplan.units import exact_and_human, human_bytes
 from kvplan.verify.common import ProgressCallback, import_torch
@@ -386,7 +386,7 @@ def _device_kind(device: str, world: int, launched: bool) -> str:
             raise DeviceUnavailableError(
                 device,
                 f"{world} ranks need {world} CUDA devices, one each; torch sees {count}. "
-                "--device cpu runs the same ranks over gloo",
+                f"{spell(Param.DEVICE)} cpu runs the same ranks over gloo",
             )
     return kind
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kvplan.errors import Param, spell
 from kvplan.units import exact_and_human, human_bytes
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class OutOfMemory:
     def describe(self) -> str:
         where = "the weights" if self.layer is None else f"layer {self.layer} ({self.layer_kind})"
         limit = f" of the {exact_and_human(self.limit_bytes)} limit" if self.limit_bytes is not None else ""
-        cap = "the --max-bytes cap" if self.source == "max_bytes" else "the device"
+        cap = f"the {spell(Param.MAX_BYTES)} cap" if self.source == "max_bytes" else "the device"
         return (
             f"out of memory at {where}, tensor {self.tensor} ({human_bytes(self.requested_bytes)}), "
             f"with {exact_and_human(self.allocated_bytes)} already held{limit} ({cap})"
