@@ -7,6 +7,10 @@ README blocks look like::
     ...
     ```
 
+The engine table between ``<!-- engines -->`` and ``<!-- /engines -->`` is written from the engine registry:
+each engine's name, the version its module reads, its ``rules_text`` and, as the worked example, the arithmetic
+its own ``capacity`` prints for Llama-3.1-8B and 10 GiB of KV memory at 8,192 tokens.
+
 ``python scripts/sync_readme.py`` rewrites them; ``--check`` exits 1 when one is stale (tests/test_readme.py
 runs the check). Commands run in-process, offline, at the width the README states: WIDTH columns.
 """
@@ -40,7 +44,27 @@ def run(command: str) -> str:
     return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
 
 
+ENGINES = re.compile(r"(<!-- engines -->\n)(?P<body>.*?)(<!-- /engines -->)", re.S)
+#: The worked example every engine row computes: Llama-3.1-8B (32 layers, 8 KV heads, head_dim 128, bf16).
+EXAMPLE_MODEL, EXAMPLE_MEMORY, EXAMPLE_CTX = "meta-llama/Meta-Llama-3.1-8B", 10 * 2**30, 8192
+
+
+def engine_table() -> str:
+    """The README's engine table, one row per registered engine, in registry order."""
+    import kvplan
+    from kvplan.engines.registry import ENGINE_CLASSES
+
+    example = "worked example: 10 GiB of Llama-3.1-8B KV memory, 8,192-token requests"
+    rows = [f"| engine | rules (version read) | {example} |", "|---|---|---|"]
+    for name, cls in ENGINE_CLASSES.items():
+        version = f" ({cls.VERSION})" if cls.VERSION else ""
+        cap = kvplan.capacity(EXAMPLE_MODEL, kv_memory=EXAMPLE_MEMORY, max_model_len=EXAMPLE_CTX, engine=name)
+        rows.append(f"| `{name}`{version} | {cls.rules_text} | {'; '.join(cap.capacity.lines)} |")
+    return "\n".join(rows) + "\n"
+
+
 def render(text: str) -> str:
+    text = ENGINES.sub(lambda m: m.group(1) + engine_table() + m.group(3), text)
     return BLOCK.sub(lambda m: m.group(1) + run(m.group("cmd")) + m.group(4), text)
 
 

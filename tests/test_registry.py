@@ -117,8 +117,14 @@ def test_an_engine_without_a_label_or_with_a_taken_name_is_refused(monkeypatch: 
     class Clash(ToyEngine):
         name = "vllm"
 
+    class Undocumented(ToyEngine):
+        name = "undocumented"
+        rules_text = ""
+
     with pytest.raises(TypeError, match="no label"):
         registry.register(Nameless)
+    with pytest.raises(TypeError, match="no rules_text"):
+        registry.register(Undocumented)
     with pytest.raises(TypeError, match="vllm already names another engine"):
         registry.register(Clash)
 
@@ -126,5 +132,5 @@ def test_an_engine_without_a_label_or_with_a_taken_name_is_refused(monkeypatch: 
 def test_every_builtin_engine_states_every_piece() -> None:
     for cls in registry.BUILTIN:
         assert not getattr(cls, "__abstractmethods__", None), cls
-        for piece in ("capacity", "kv_budget", "stage_tensors"):
+        for piece in ("capacity", "kv_budget", "stage_tensors", "launch_command", "rules_text"):
             assert piece in vars(cls), f"{cls.__name__} inherits {piece} instead of stating it"

@@ -6,13 +6,15 @@ capacity is whole slabs of memory; verify allocates [batch, heads, slabs x 100, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
+from typing import ClassVar
 
 from kvplan.engines.base import Capacity, Engine, EngineOptions, LaunchPlan, Workload, cdiv
 from kvplan.engines.budget import KvBudget
 from kvplan.engines.ideal import bhsd_layer
 from kvplan.engines.tensors import LayerTensors
+from kvplan.errors import Param
 from kvplan.formula import CacheTypes
 from kvplan.layout import CacheLayout, LayerSpec
 
@@ -25,6 +27,8 @@ class ToyEngine(Engine):
     name = "toy"
     summary = "a test engine: tokens in slabs of 100"
     label = "toy (a test engine)"
+    rules_text = "every layer holds its tokens in 100-token slabs"
+    FLAG_DEFAULTS: ClassVar[Mapping[Param, str]] = {Param.BLOCK_SIZE: "100 (one slab)"}
 
     def slots(self, layer: LayerSpec, ctx: int, batch: int, opts: EngineOptions) -> tuple[int, str]:
         held = layer.tokens_held(ctx)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kvplan.engines.registry import engine_help
+from kvplan.engines.registry import defaults_help, engine_help
 from kvplan.errors import Param
 
 if TYPE_CHECKING:
@@ -127,17 +127,27 @@ PpOpt = Annotated[int, typer.Option("--pipeline-parallel-size", "-pp", help="Pip
 
 
 BlockOpt = Annotated[
-    int | None, typer.Option("--block-size", help="Tokens per page (vLLM 16, MLA 64; TRT-LLM 32; SGLang page 1).")
+    int | None,
+    typer.Option("--block-size", help=f"Tokens per page. Default: {defaults_help(Param.BLOCK_SIZE)}."),
 ]
 
 
 BatchedOpt = Annotated[
     int | None,
-    typer.Option("--max-num-batched-tokens", help="vLLM: tokens per step; sliding layers keep this many extra."),
+    typer.Option(
+        "--max-num-batched-tokens",
+        help="vLLM: tokens per step; sliding layers keep this many extra. Default: "
+        f"{defaults_help(Param.MAX_NUM_BATCHED_TOKENS)}.",
+    ),
 ]
 
 
-UbatchOpt = Annotated[int, typer.Option("--ubatch-size", "-ub", help="llama.cpp n_ubatch (SWA cache padding).")]
+UbatchOpt = Annotated[
+    int,
+    typer.Option(
+        "--ubatch-size", "-ub", help=f"n_ubatch (SWA cache padding). Default: {defaults_help(Param.N_UBATCH)}."
+    ),
+]
 
 
 SwaFullOpt = Annotated[bool, typer.Option("--swa-full", help="llama.cpp: full-size cache for sliding layers.")]
@@ -169,8 +179,8 @@ UtilizationOpt = Annotated[
     typer.Option(
         "--gpu-memory-utilization",
         help="Share of each GPU's memory the engine may use (vLLM's gpu_memory_utilization, SGLang's "
-        "mem_fraction_static, TensorRT-LLM's free_gpu_memory_fraction). Default: the engine's (0.90; SGLang's "
-        "own rule by GPU).",
+        "mem_fraction_static, TensorRT-LLM's free_gpu_memory_fraction). Default: "
+        f"{defaults_help(Param.UTILIZATION)}.",
         show_default=False,
     ),
 ]
@@ -180,8 +190,8 @@ ReserveOpt = Annotated[
     str | None,
     typer.Option(
         "--reserve",
-        help="Per-GPU memory kept besides weights and KV (2GiB, 512MiB, 4GB), in place of the engine's own terms "
-        "(vLLM: activation peak, non-torch memory, CUDA graphs; ideal: a stated 2 GiB).",
+        help="Per-GPU memory kept besides weights and KV (2GiB, 512MiB, 4GB), in place of the engine's own terms: "
+        f"{defaults_help(Param.RESERVE_BYTES)}.",
     ),
 ]
 
@@ -350,7 +360,10 @@ StrictOpt = Annotated[
 
 MaxSeqsOpt = Annotated[
     int | None,
-    typer.Option("--max-num-seqs", help="Sequences the engine batches (its activation peak). Default: the engine's."),
+    typer.Option(
+        "--max-num-seqs",
+        help=f"Sequences the engine batches (its activation peak). Default: {defaults_help(Param.MAX_NUM_SEQS)}.",
+    ),
 ]
 
 

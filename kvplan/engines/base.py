@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, ClassVar
@@ -342,9 +342,10 @@ def tp_rule(layout: CacheLayout, tp: int) -> list[str]:
 class Engine(ABC):
     """An engine: the per-layer rules below are the ideal accounting (what the architecture must keep), which an
     engine overrides where it differs. What no engine may leave to a default is abstract: how it turns a memory
-    budget into blocks / tokens (:meth:`capacity`), how much of a GPU it sets aside (:meth:`kv_budget`) and the
-    tensors it allocates (:meth:`stage_tensors`, what ``kvplan verify`` builds). The registry refuses a class that
-    lacks one (engines/registry.py)."""
+    budget into blocks / tokens (:meth:`capacity`), how much of a GPU it sets aside (:meth:`kv_budget`), the
+    tensors it allocates (:meth:`stage_tensors`, what ``kvplan verify`` builds) and the command that serves a plan
+    (:meth:`launch_command`). The registry refuses a class that lacks one, or a name, summary, label or rules text
+    (engines/registry.py)."""
 
     #: The name ``--engine`` takes; ``aliases`` are other spellings it accepts.
     name: ClassVar[str]
@@ -353,6 +354,11 @@ class Engine(ABC):
     summary: ClassVar[str]
     #: How ``--help`` lists it: the name, and a word on it when the name alone does not say.
     label: ClassVar[str]
+    #: Its rules in a few clauses, for the README's engine table (scripts/sync_readme.py writes the table).
+    rules_text: ClassVar[str]
+    #: What the engine does when an option is not given, in words, by parameter (``--help`` lists them per engine;
+    #: the registry refuses an engine without the table, which may be empty).
+    FLAG_DEFAULTS: ClassVar[Mapping[Param, str]]
     #: Whether --tensor-parallel-size means anything for this engine (pipeline stages always split layers).
     shards_heads = True
     #: Engines that run in one process accept neither tp nor pp.

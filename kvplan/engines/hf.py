@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from fractions import Fraction
+from typing import ClassVar
 
 from kvplan.engines.base import Capacity, Engine, EngineOptions, LaunchPlan, Workload
 from kvplan.engines.budget import KvBudget
@@ -45,6 +46,18 @@ class HFEngine(Engine):
     label = "hf (transformers)"
     VERSION = "5.23.0"
     summary = "transformers DynamicCache: sliding layers keep window - 1 tokens, fp32 recurrent state"
+    #: The README engine table's rules column (scripts/sync_readme.py writes the table from the registry).
+    rules_text = (
+        "exactly the tensors `DynamicCache` holds: sliding and chunked layers keep `window - 1` tokens, conv "
+        "state the whole kernel, recurrent state float32, fp32 checkpoints stay fp32, Falcon-40B's K/V "
+        "broadcast to all 128 heads; checked to the byte against transformers on the meta device for every "
+        "buildable bundled config (`tests/test_oracle.py`)"
+    )
+    #: What a plan assumes when an option is not given (the CLI's help lists these per engine).
+    FLAG_DEFAULTS: ClassVar[Mapping[Param, str]] = {
+        Param.UTILIZATION: "0.90",
+        Param.RESERVE_BYTES: "a stated 2 GiB",
+    }
     single_process = True
 
     def cache_types(self, layout: CacheLayout, kv_cache_dtype: str, k: str | None, v: str | None) -> CacheTypes:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
+from typing import ClassVar
 
 from kvplan.engines.base import Capacity, Engine, EngineOptions, LaunchPlan, Workload, _sum_slot_bytes
 from kvplan.engines.budget import KvBudget
@@ -73,6 +74,17 @@ class IdealEngine(Engine):
 
     name = "ideal"
     summary = "what the architecture must keep: windows capped at the window, no paging, no padding"
+    #: The README engine table's rules column (scripts/sync_readme.py writes the table from the registry).
+    rules_text = (
+        "every layer keeps its tokens; sliding / chunked layers at most their window; MLA one latent of "
+        "`kv_lora_rank + rope` per token (no factor 2); linear-attention / SSM layers a fixed state per "
+        "sequence"
+    )
+    #: What a plan assumes when an option is not given (the CLI's help lists these per engine).
+    FLAG_DEFAULTS: ClassVar[Mapping[Param, str]] = {
+        Param.UTILIZATION: "0.90",
+        Param.RESERVE_BYTES: "a stated 2 GiB",
+    }
     label = "ideal (what the architecture must keep)"
 
     def kv_budget(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from fractions import Fraction
 from typing import ClassVar
@@ -49,10 +49,40 @@ class LlamaCppEngine(Engine):
     has_server = True
     #: The flags of the engine's own server that kvplan writes or cites (each cited in :meth:`launch_command`).
     SERVER_FLAGS: ClassVar[frozenset[str]] = frozenset(
-        ("--swa-full", "--spec-draft-n-max", "-c", "-ctk", "-ctv", "-fa", "-hf", "-kvu", "-m", "-np", "-ub")
+        (
+            "--swa-full",
+            "--spec-draft-n-max",
+            "--cache-type-k",
+            "--cache-type-v",
+            "-c",
+            "-ctk",
+            "-ctv",
+            "-fa",
+            "-hf",
+            "-kvu",
+            "-m",
+            "-np",
+            "-ub",
+        )
     )
     VERSION = "0c1e57098"
     summary = "llama.cpp: n_ctx padded to 256 cells, K/V types apart (default f16), SWA cells window x n_seq + n_ubatch"
+    #: The README engine table's rules column (scripts/sync_readme.py writes the table from the registry).
+    rules_text = (
+        "`n_ctx` (x `-np` sequences, one unified stream) padded to 256 cells; K and V types apart "
+        "(`--cache-type-k/-v`, default f16; q8_0 = 34 B per 32 values, q4_0 = 18 B per 32); SWA layers "
+        "`pad256(min(n_ctx, W x n_seq + n_ubatch))` cells; MLA K only; recurrent state f32; `-c 8192`: f16 "
+        "1,024 MiB, q8_0 544 MiB, q4_0 288 MiB; `-c 5000` allocates 5,120 cells"
+    )
+    #: What the engine does when an option is not given (the CLI's help lists these per engine): llama-server's
+    #: -ub 512 and -ctk / -ctv f16 (common/common.h).
+    FLAG_DEFAULTS: ClassVar[Mapping[Param, str]] = {
+        Param.N_UBATCH: "512",
+        Param.K_DTYPE: "f16",
+        Param.V_DTYPE: "f16",
+        Param.UTILIZATION: "0.90",
+        Param.RESERVE_BYTES: "a stated 2 GiB",
+    }
     shards_heads = False
     linear_in_batch = False
     PAD = 256

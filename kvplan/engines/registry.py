@@ -8,6 +8,7 @@ has no name, summary or label, so no command can fall back to another engine's r
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 
 from kvplan.engines.base import Capacity, Engine, EngineOptions
 from kvplan.engines.hf import HFEngine
@@ -31,9 +32,11 @@ def register(cls: type[Engine]) -> type[Engine]:
     missing = sorted(getattr(cls, "__abstractmethods__", ()))
     if inspect.isabstract(cls) or missing:
         raise TypeError(f"engine {cls.__name__} does not define: {', '.join(missing)}")
-    for attr in ("name", "summary", "label"):
+    for attr in ("name", "summary", "label", "rules_text"):
         if not isinstance(getattr(cls, attr, None), str) or not getattr(cls, attr):
             raise TypeError(f"engine {cls.__name__} has no {attr}")
+    if not isinstance(getattr(cls, "FLAG_DEFAULTS", None), Mapping):
+        raise TypeError(f"engine {cls.__name__} has no FLAG_DEFAULTS (what it does when an option is not given)")
     taken = {key for other in ENGINE_CLASSES.values() if other is not cls for key in (other.name, *other.aliases)}
     clash = {cls.name, *cls.aliases} & taken
     if clash:
@@ -51,6 +54,12 @@ ENGINES = tuple(ENGINE_CLASSES)
 
 def engine_names() -> tuple[str, ...]:
     return tuple(ENGINE_CLASSES)
+
+
+def defaults_help(param: Param) -> str:
+    """What each engine does when ``param`` is not given, for ``--help``: ``vllm 16; sglang 1; trtllm 32``."""
+    said = [f"{name} {cls.FLAG_DEFAULTS[param]}" for name, cls in ENGINE_CLASSES.items() if param in cls.FLAG_DEFAULTS]
+    return "; ".join(said)
 
 
 def engine_help(default: str | None = None) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from fractions import Fraction
 from typing import ClassVar
@@ -61,6 +61,19 @@ class SGLangEngine(Engine):
         )
     )
     summary = "SGLang token pools: cell_size per token, page 1, fp32 SSM state, SWA pool ratio 0.8"
+    #: The README engine table's rules column (scripts/sync_readme.py writes the table from the registry).
+    rules_text = (
+        "token pool (page 1); cell = heads x (K + V dims) x layers x bytes; MLA 576 per layer; DSA indexer in"
+        " fp8 + scale; SSM state fp32, conv bf16; SWA pool = 0.8 x full pool; max_running_requests 2,048 at "
+        "128K on 10 GiB"
+    )
+    #: What the engine does when an option is not given (the CLI's help lists these per engine): ServerArgs'
+    #: page_size 1 and its mem_fraction_static rule (_handle_gpu_memory_settings).
+    FLAG_DEFAULTS: ClassVar[Mapping[Param, str]] = {
+        Param.BLOCK_SIZE: "1",
+        Param.UTILIZATION: "by GPU memory (0.834 on an H100)",
+        Param.RESERVE_BYTES: "the memory in use at start",
+    }
     SWA_RATIO = Fraction(8, 10)
     MAMBA_RATIO = Fraction(9, 10)
     split_kv_types = False

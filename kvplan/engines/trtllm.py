@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from fractions import Fraction
 from typing import ClassVar
@@ -64,6 +64,18 @@ class TRTLLMEngine(Engine):
     )
     VERSION = "0004396"
     summary = "TensorRT-LLM paged cache: 32-token blocks, ceil(H_kv / tp) heads per rank, fraction of free memory"
+    #: The README engine table's rules column (scripts/sync_readme.py writes the table from the registry).
+    rules_text = (
+        "blocks of 32 tokens; `ceil(H_kv / tp)` heads allocated per rank while the capacity estimator floors "
+        "`H_kv x d / tp`; the KV fraction (0.9) applies to free memory after weights and activations"
+    )
+    #: What the engine does when an option is not given (the CLI's help lists these per engine): KvCacheConfig's
+    #: tokens_per_block 32 and free_gpu_memory_fraction 0.9 (llmapi/llm_args.py).
+    FLAG_DEFAULTS: ClassVar[Mapping[Param, str]] = {
+        Param.BLOCK_SIZE: "32",
+        Param.UTILIZATION: "0.90 of the memory left free",
+        Param.RESERVE_BYTES: "activation peak and CUDA context estimates",
+    }
     DEFAULT_BLOCK = 32
     split_kv_types = False
     TYPES = ("float16", "bfloat16", "float32", "fp8_e4m3", "nvfp4")

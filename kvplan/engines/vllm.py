@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import ClassVar
@@ -99,6 +99,24 @@ class VLLMEngine(Engine):
         )
     )
     summary = "vLLM V1 paged cache (0.33): block_size pages per layer, heads max(1, H_kv // tp), groups"
+    #: The README engine table's rules column (scripts/sync_readme.py writes the table from the registry).
+    rules_text = (
+        "pages of `--block-size` (16) tokens per layer; KV heads per GPU `max(1, H_kv // tp)` (heads copied "
+        "when tp > H_kv); MLA latent whole on every rank; sliding layers reserve `cdiv(min(W - 1 + in-flight,"
+        " len), B) + 1` pages, in-flight = `--max-num-batched-tokens` (8192) x 2 batches with async "
+        "scheduling; Mamba / GDN states 2 pages (+1 Mamba2 checkpoint) with prefix caching; hybrid models "
+        "raise the attention block so a page holds a state; layers grouped as vLLM groups them, padding slots"
+        " included"
+    )
+    #: What the engine does when an option is not given (the CLI's help lists these per engine): CacheConfig's
+    #: block_size 16 and gpu_memory_utilization 0.9 (vllm/config/cache.py), EngineArgs.get_batch_defaults.
+    FLAG_DEFAULTS: ClassVar[Mapping[Param, str]] = {
+        Param.BLOCK_SIZE: "16",
+        Param.MAX_NUM_BATCHED_TOKENS: "8,192 (2,048 under 70 GiB or on an A100)",
+        Param.MAX_NUM_SEQS: "1,024 (256 under 70 GiB or on an A100)",
+        Param.UTILIZATION: "0.90",
+        Param.RESERVE_BYTES: "activation peak, non-torch memory, CUDA graphs",
+    }
     #: The version whose rules apply unless --engine-version names an older one (oldest: 0.11).
     VERSION = "0.33.0"
     NEWEST = (0, 33, 0)
