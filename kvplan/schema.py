@@ -394,17 +394,7 @@ def _max_batch(a: BatchAnswer) -> Json:
 @_writes
 def _min_gpus(a: GpusAnswer) -> Json:
     """tensor_parallel_size: the fewest GPUs that fit; null when no allowed tp does."""
-    return {
-        "ctx": a.ctx,
-        "batch": a.batch,
-        "tensor_parallel_size": a.tp,
-        "tried": a.tried,
-        "kv_bytes": a.kv_bytes,
-        "budget": a.budget,
-        "max_ctx": a.max_ctx,
-        "max_ctx_by_memory": a.max_ctx_by_memory,
-        "max_batch": a.max_batch,
-    }
+    return _fields(a, tp="tensor_parallel_size")
 
 
 @_writes
