@@ -139,7 +139,7 @@ def capacity(
         from kvplan import schema
         from kvplan.render import print_json
 
-        print_json(schema.dump(schema.capacity_out(report)))
+        print_json(schema.dump(report))
         return
     from kvplan.render import render_capacity
 

@@ -16,7 +16,7 @@ def models(json: JsonOpt = False, units: UnitsOpt = Units.iec) -> None:
         from kvplan import schema
         from kvplan.render import print_json
 
-        print_json(schema.dump(schema.models_out(rows)))
+        print_json(schema.dump(schema.models(rows)))
         return
     from kvplan.render import render_models
 
@@ -33,7 +33,7 @@ def gpus(gpu_file: GpuFileOpt = None, json: JsonOpt = False, units: UnitsOpt = U
         from kvplan import schema
         from kvplan.render import print_json
 
-        print_json(schema.dump(schema.gpus_out(rows)))
+        print_json(schema.dump(schema.gpus(rows)))
         return
     from kvplan.render import render_gpus
 

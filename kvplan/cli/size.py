@@ -100,7 +100,7 @@ def size(
         from kvplan import schema
         from kvplan.render import print_json
 
-        print_json(schema.dump(schema.size_out(report)))
+        print_json(schema.dump(report))
         return
     from kvplan.render import render_size
 

@@ -121,7 +121,7 @@ def pick_g(
         from kvplan import schema
         from kvplan.render import print_json
 
-        print_json(schema.dump(schema.pick_g_out(report)))
+        print_json(schema.dump(report))
     else:
         from kvplan.render import render_pick_g
 
@@ -202,7 +202,7 @@ def fit(
         from kvplan import schema
         from kvplan.render import print_json
 
-        print_json(schema.dump(schema.fit_out(report)))
+        print_json(schema.dump(report))
     else:
         from kvplan.render import render_fit
 

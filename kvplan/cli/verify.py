@@ -192,7 +192,7 @@ def verify(
         from kvplan import schema
         from kvplan.render import print_json
 
-        print_json(schema.dump(schema.verify_out(report)))
+        print_json(schema.dump(report))
     else:
         from kvplan.render import render_verify
 
@@ -300,7 +300,7 @@ def _print_ranks(report: RanksReport, *, json: bool, units: Units) -> None:
         from kvplan import schema
         from kvplan.render import print_json
 
-        print_json(schema.dump(schema.ranks_out(report)))
+        print_json(schema.dump(report))
     else:
         from kvplan.render import render_ranks
 

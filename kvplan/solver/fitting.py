@@ -81,12 +81,11 @@ class GpusAnswer:
     #: At ``tp`` (or at the largest tried when none fits): per-GPU KV and budget.
     kv_bytes: int
     budget: Budget | None
-    #: At ``tp``: the longest context at this batch (capped at the model's limit) and the most sequences at this
-    #: ctx.
+    #: At ``tp``: the longest context at this batch (capped at the model's limit), what memory alone allows
+    #: (None: unbounded), and the most sequences at this ctx.
     max_ctx: int | None
+    max_ctx_by_memory: int | None
     max_batch: int | None
-    #: At ``tp``: the longest context memory alone allows (None: unbounded).
-    max_ctx_by_memory: int | None = None
 
 
 @dataclass(frozen=True)
