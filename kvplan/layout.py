@@ -250,6 +250,9 @@ class CacheLayout:
     source: str = ""
     #: What the reader did not fully understand (unread keys, assumptions): the figure may be wrong.
     warnings: tuple[ConfigWarning, ...] = ()
+    #: Falcon's new decoder architecture (Falcon-40B; kvplan.families.falcon_new_decoder): transformers expands
+    #: its K/V to every query head before caching, and its parallel-attention layers have two LayerNorms.
+    falcon_new_decoder: bool = False
     #: The keys of ``raw`` the reader's rules consumed (the weight counter's key accounting starts from them).
     read_keys: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False, hash=False)
     #: The raw (text) config, kept for weight counting. Not part of equality.

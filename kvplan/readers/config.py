@@ -15,6 +15,7 @@ from typing import Any
 
 from kvplan.dtypes import model_dtype_name
 from kvplan.errors import ConfigError, ConfigFileError, NotUnderstoodError, OptionError, Param
+from kvplan.families import FALCON_FAMILIES, PURE_SSM_FAMILIES, falcon_new_decoder
 from kvplan.layout import (
     DEFAULT_IMAGES,
     CacheLayout,
@@ -67,9 +68,7 @@ MHA_FAMILIES = frozenset(
         "internlm",
         "stablelm",
         "mpt",
-        "falcon",
-        "RefinedWeb",
-        "RefinedWebModel",
+        *FALCON_FAMILIES,
         "xglm",
         "persimmon",
     }
@@ -98,9 +97,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 131_072,
         "sliding_window": 512,
     },
-    "falcon": {"max_position_embeddings": 2048},
-    "RefinedWeb": {"max_position_embeddings": 2048},
-    "RefinedWebModel": {"max_position_embeddings": 2048},
+    **{family: {"max_position_embeddings": 2048} for family in FALCON_FAMILIES},
     "gpt2": {"n_positions": 1024},
     # NemotronHConfig: mamba_ssm_cache_dtype defaults to float32 (vLLM's Nemotron-H config hook reads it too).
     "nemotron_h": {"mamba_ssm_cache_dtype": "float32"},
@@ -108,9 +105,6 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 
 #: LFM2 and its MoE / vision-language variants (their text configs say lfm2 / lfm2_moe).
 LFM2_FAMILIES = frozenset({"lfm2", "lfm2_moe"})
-
-#: Families whose checkpoints are pure state-space models: no attention heads at all.
-PURE_SSM_FAMILIES = frozenset({"mamba", "falcon_mamba", "mamba2"})
 
 #: Families whose config classes interleave sliding and full layers when the file has no layer_types: layer i is
 #: full when (i + 1) % n == 0, with n from the named key or the class default (transformers configuration_*.py:
@@ -672,6 +666,8 @@ def read_config(raw: object, model: str, source: str = "", *, images: int | None
         rules=tuple(rules),
         source=source,
         warnings=tuple(notes),
+        # (read_kv_heads has read the flag of every Falcon config already)
+        falcon_new_decoder=family in FALCON_FAMILIES and falcon_new_decoder(family, f.flag("new_decoder_architecture")),
         read_keys=frozenset(f.ledger.read),
         raw=raw_for_weights(text, raw),
     )
@@ -825,7 +821,7 @@ def read_kv_heads(f: Fields, family: str, heads: int, rules: list[str], notes: l
     # Rule falcon_multi_query: Falcon-7B (RefinedWebModel, or falcon without new_decoder_architecture) sets
     # multi_query: one K/V head for 71 query heads, whatever num_kv_heads says (FalconConfig). Falcon-40B
     # (RefinedWeb = the new decoder architecture) states n_head_kv instead.
-    new_arch = f.flag("new_decoder_architecture") or family == "RefinedWeb"
+    new_arch = falcon_new_decoder(family, f.flag("new_decoder_architecture"))
     if f.flag("multi_query") and not new_arch:
         rules.append("multi_query: one KV head (Falcon)")
         return 1

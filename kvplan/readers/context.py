@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from kvplan.errors import ConfigError
+from kvplan.families import is_gemma3
 from kvplan.layout import CacheLayout, LayerKind
 
 #: Rope types whose configs already state the extended length in max_position_embeddings (vLLM: no factor).
@@ -51,7 +52,7 @@ def context_limit(layout: CacheLayout) -> ContextLimit | None:
     if layout.max_context is None:
         return None
     plain = ContextLimit(layout.max_context)
-    if "gemma3" in str(layout.raw.get("model_type", layout.family)):
+    if is_gemma3(str(layout.raw.get("model_type", layout.family))):
         return plain  # vLLM: Gemma 3's max_position_embeddings is already scaled
     scaling = [(key, entry) for key, entry in _rope_parameters(layout.raw) if _rope_type(entry) not in SCALED_IN_CONFIG]
     if not scaling:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from kvplan.families import PURE_SSM_FAMILIES
 from kvplan.formula import with_kv_heads
 from kvplan.layout import CacheLayout, LayerKind
 from kvplan.readers.config import Fields, KeyLedger, unread_key_warnings
@@ -24,7 +25,7 @@ def _rule_for(c: _Config) -> Callable[[_Config], _Counted]:
         return mla_decoder
     if c.family == "nemotron_h":
         return nemotron_h
-    if c.family in ("mamba", "falcon_mamba", "mamba2"):
+    if c.family in PURE_SSM_FAMILIES:
         return pure_ssm
     if c.family == "gemma3n_text":
         return gemma3n
