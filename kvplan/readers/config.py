@@ -28,6 +28,7 @@ from kvplan.layout import (
     mla_layer,
 )
 from kvplan.limits import MAX_COUNT, MAX_HEADS, MAX_LAYERS
+from kvplan.readers.context import read_rope_limit
 
 Raw = Mapping[str, Any]
 
@@ -662,6 +663,7 @@ def read_config(raw: object, model: str, source: str = "", *, images: int | None
         hidden_size=shape.hidden,
         dtype=read_dtype(text, raw),
         max_context=max_context,
+        rope_limit=read_rope_limit(model, text, family, max_context),
         mtp_layers=mtp,
         rules=tuple(rules),
         source=source,
@@ -700,13 +702,15 @@ def read_meta_params(raw: Raw, model: str, source: str = "") -> CacheLayout:
     kv = f.optional_integer("KV heads", ("n_kv_heads",)) or heads
     head_dim = f.optional_integer("head_dim", ("head_dim",)) or _divide(model, dim, heads)
     _check_divides(model, heads, kv)
+    max_context = f.optional_integer("context length", ("max_seq_len",))
     return CacheLayout(
         model=model,
         family="meta_params",
         layers=tuple(attention_layer(i, heads, kv, head_dim) for i in range(layers)),
         hidden_size=dim,
         dtype=None,
-        max_context=f.optional_integer("context length", ("max_seq_len",)),
+        max_context=max_context,
+        rope_limit=read_rope_limit(model, raw, "meta_params", max_context),
         rules=("meta params.json",),
         source=source,
         raw=dict(raw),
