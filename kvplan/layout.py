@@ -276,10 +276,6 @@ class CacheLayout:
     #: Falcon's new decoder architecture (Falcon-40B; kvplan.families.falcon_new_decoder): transformers expands
     #: its K/V to every query head before caching, and its parallel-attention layers have two LayerNorms.
     falcon_new_decoder: bool = False
-    #: The keys of ``raw`` the reader's rules consumed (the weight counter's key accounting starts from them).
-    read_keys: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False, hash=False)
-    #: The raw (text) config, kept for weight counting. Not part of equality.
-    raw: dict[str, object] = field(default_factory=dict, compare=False, repr=False, hash=False)
     #: The weight tensors a model file lists (GGUF): weights are then exact from the file, not counted from a
     #: config. Empty for config.json / params.json. Not part of equality.
     file_tensors: tuple[FileTensor, ...] = field(default=(), compare=False, repr=False, hash=False)

@@ -29,6 +29,7 @@ from kvplan.layout import (
 )
 from kvplan.limits import MAX_COUNT, MAX_HEADS, MAX_LAYERS
 from kvplan.readers.context import read_rope_limit
+from kvplan.readers.model import ModelConfig, ReadModel
 
 Raw = Mapping[str, Any]
 
@@ -617,12 +618,12 @@ def refuse_not_understood(model: str, warnings: Sequence[ConfigWarning]) -> None
 
 def read_checked(
     raw: object, model: str, source: str = "", *, images: int | None = None, strict: bool = False
-) -> CacheLayout:
-    """read_config, then, under ``strict``, refuse a config the reader did not fully understand."""
-    layout = read_config(raw, model, source, images=images)
+) -> ReadModel:
+    """read_model_config, then, under ``strict``, refuse a config the reader did not fully understand."""
+    read = read_model_config(raw, model, source, images=images)
     if strict:
-        refuse_not_understood(model, layout.warnings)
-    return layout
+        refuse_not_understood(model, read.layout.warnings)
+    return read
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -630,7 +631,12 @@ def read_checked(
 
 
 def read_config(raw: object, model: str, source: str = "", *, images: int | None = None) -> CacheLayout:
-    """Convert a parsed config.json or params.json into a layout.
+    """Convert a parsed config.json or params.json into a layout (:func:`read_model_config`'s layout)."""
+    return read_model_config(raw, model, source, images=images).layout
+
+
+def read_model_config(raw: object, model: str, source: str = "", *, images: int | None = None) -> ReadModel:
+    """Convert a parsed config.json or params.json into a layout, and the config its weights are counted from.
 
     ``images``: how many images each sequence carries, for models with cross-attention layers (None: the
     default, DEFAULT_IMAGES); a model without such layers must be given None or 0.
@@ -656,7 +662,7 @@ def read_config(raw: object, model: str, source: str = "", *, images: int | None
         )
         notes.append(ConfigWarning(WarningKind.UNKNOWN_FAMILY, "model_type", message))
     notes += unread_key_warnings(model, family, text, f.ledger.read, "cache")
-    return CacheLayout(
+    layout = CacheLayout(
         model=model,
         family=family,
         layers=layers,
@@ -670,9 +676,8 @@ def read_config(raw: object, model: str, source: str = "", *, images: int | None
         warnings=tuple(notes),
         # (read_kv_heads has read the flag of every Falcon config already)
         falcon_new_decoder=family in FALCON_FAMILIES and falcon_new_decoder(family, f.flag("new_decoder_architecture")),
-        read_keys=frozenset(f.ledger.read),
-        raw=raw_for_weights(text, raw),
     )
+    return ReadModel(layout, ModelConfig(raw_for_weights(text, raw), frozenset(f.ledger.read)))
 
 
 def raw_for_weights(text: Raw, raw: Raw) -> dict[str, Any]:
@@ -690,7 +695,7 @@ def is_meta_params(raw: Raw) -> bool:
     return "model_type" not in raw and "dim" in raw and "n_layers" in raw and "n_heads" in raw
 
 
-def read_meta_params(raw: Raw, model: str, source: str = "") -> CacheLayout:
+def read_meta_params(raw: Raw, model: str, source: str = "") -> ReadModel:
     """Rule meta_params: Llama / Mistral params.json (dim, n_layers, n_heads, n_kv_heads, head_dim).
 
     Llama 2 7B/13B params.json omit n_kv_heads (they are MHA); Mistral's adds an explicit head_dim.
@@ -703,7 +708,7 @@ def read_meta_params(raw: Raw, model: str, source: str = "") -> CacheLayout:
     head_dim = f.optional_integer("head_dim", ("head_dim",)) or _divide(model, dim, heads)
     _check_divides(model, heads, kv)
     max_context = f.optional_integer("context length", ("max_seq_len",))
-    return CacheLayout(
+    layout = CacheLayout(
         model=model,
         family="meta_params",
         layers=tuple(attention_layer(i, heads, kv, head_dim) for i in range(layers)),
@@ -713,8 +718,9 @@ def read_meta_params(raw: Raw, model: str, source: str = "") -> CacheLayout:
         rope_limit=read_rope_limit(model, raw, "meta_params", max_context),
         rules=("meta params.json",),
         source=source,
-        raw=dict(raw),
     )
+    # The cache rules' reads are not carried on here: the weight counter reads every key itself.
+    return ReadModel(layout, ModelConfig(dict(raw)))
 
 
 def select_text_config(raw: Raw, model: str) -> tuple[Raw, str | None]:
