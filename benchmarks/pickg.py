@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 
-from kvplan.readers.config import read_config
+from kvplan.readers.config import read_model_config
 from kvplan.resolve import resolve
 from kvplan.solver import load_scenario, pick_g_for_layout, select_gpu
 
@@ -37,12 +37,12 @@ def sweep() -> tuple[float, int]:
     start = time.perf_counter()
     scenario = load_scenario()
     source = resolve(scenario.model)
-    layout = read_config(source.raw, source.model_id, source.describe())
+    read = read_model_config(source.raw, source.model_id, source.describe())
     gpu = select_gpu(scenario.gpu)
     ctxs, bs = contexts(), batches()
     cells = 0
     for dtype in DTYPES:
-        report = pick_g_for_layout(layout, source, gpu, ctxs, bs, kv_cache_dtype=dtype, ways=False)
+        report = pick_g_for_layout(read, source, gpu, ctxs, bs, kv_cache_dtype=dtype, ways=False)
         cells += sum(len(cell.options) for cell in report.cells)
     return time.perf_counter() - start, cells
 

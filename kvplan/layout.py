@@ -231,6 +231,26 @@ class FileTensor:
 
 
 @dataclass(frozen=True)
+class ContextLimit:
+    """The model's longest context in tokens, and how it follows from the config (kvplan.readers.context)."""
+
+    tokens: int
+    #: Empty when max_position_embeddings (or its equivalent) is the limit as it stands; else the RoPE scaling
+    #: arithmetic, e.g. "yarn RoPE scaling: original_max_position_embeddings 32,768 x factor 4".
+    scaling: str = ""
+
+    @property
+    def scaled(self) -> bool:
+        return bool(self.scaling)
+
+    def describe(self) -> str:
+        """The limit in words: ``max_position_embeddings 4,096`` or ``context limit 131,072 (yarn RoPE ...)``."""
+        if not self.scaling:
+            return f"max_position_embeddings {self.tokens:,}"
+        return f"context limit {self.tokens:,} ({self.scaling})"
+
+
+@dataclass(frozen=True)
 class CacheLayout:
     """A model's cache, layer by layer, with the few model-level facts planning needs."""
 
@@ -242,6 +262,9 @@ class CacheLayout:
     dtype: str | None = None
     #: The context the model was built for (max_position_embeddings or equivalent), if stated.
     max_context: int | None = None
+    #: The longer context the config's RoPE scaling extends max_context to (vLLM's rule, read once by
+    #: kvplan.readers.context.read_rope_limit); None when max_context stands as stated.
+    rope_limit: ContextLimit | None = None
     #: Multi-token-prediction layers (DeepSeek num_nextn_predict_layers): cached only under speculative
     #: decoding, so they are reported separately and never silently added.
     mtp_layers: tuple[LayerSpec, ...] = ()
@@ -250,10 +273,9 @@ class CacheLayout:
     source: str = ""
     #: What the reader did not fully understand (unread keys, assumptions): the figure may be wrong.
     warnings: tuple[ConfigWarning, ...] = ()
-    #: The keys of ``raw`` the reader's rules consumed (the weight counter's key accounting starts from them).
-    read_keys: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False, hash=False)
-    #: The raw (text) config, kept for weight counting. Not part of equality.
-    raw: dict[str, object] = field(default_factory=dict, compare=False, repr=False, hash=False)
+    #: Falcon's new decoder architecture (Falcon-40B; kvplan.families.falcon_new_decoder): transformers expands
+    #: its K/V to every query head before caching, and its parallel-attention layers have two LayerNorms.
+    falcon_new_decoder: bool = False
     #: The weight tensors a model file lists (GGUF): weights are then exact from the file, not counted from a
     #: config. Empty for config.json / params.json. Not part of equality.
     file_tensors: tuple[FileTensor, ...] = field(default=(), compare=False, repr=False, hash=False)

@@ -23,7 +23,8 @@ from kvplan.formula import (
 from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.limits import MAX_COUNT
 from kvplan.readers.context import ContextLimit, beyond_limit_note, context_limit
-from kvplan.resolve import ModelSource, read_layout, resolve
+from kvplan.readers.model import ReadModel
+from kvplan.resolve import ModelSource, read_layout, read_model, resolve
 
 if TYPE_CHECKING:
     from kvplan.engines import Capacity, EngineEstimate, EngineOptions
@@ -106,10 +107,11 @@ def load(
     token: str | None = None,
     images: int | None = None,
     strict: bool = False,
-) -> CacheLayout:
-    """A model's layout as every command reads it: ``images`` per sequence for cross-attention models, and
-    under ``strict`` a NotUnderstoodError instead of warnings for what the reader did not fully understand."""
-    return read_layout(resolve(model, revision=revision, token=token), images=images, strict=strict)
+) -> ReadModel:
+    """A model as every command reads it (its layout, and the config its weights are counted from):
+    ``images`` per sequence for cross-attention models, and under ``strict`` a NotUnderstoodError instead of
+    warnings for what the reader did not fully understand."""
+    return read_model(resolve(model, revision=revision, token=token), images=images, strict=strict)
 
 
 def size(
@@ -317,7 +319,8 @@ def capacity(
             Param.KV_MEMORY, f"give {spell(Param.KV_MEMORY)} (e.g. 8GiB) or {spell(Param.GPU)} (e.g. h100), not both"
         )
     source = resolve(model, revision=revision, token=token)
-    layout = read_layout(source, images=images, strict=strict)
+    read = read_model(source, images=images, strict=strict)
+    layout = read.layout
     engine, engine_note = engine_for(layout, engine, "vllm")
     own = layout.kv_heads if layout.attention_layers else None
     if kv_heads is not None:
@@ -342,7 +345,7 @@ def capacity(
             None if opts.tensor_parallel_size == 1 else opts.tensor_parallel_size,
         )
         opts = engine_options(opts, selection, tp)
-        weights = weight_bytes(layout, dtype=None if weights_dtype == AUTO else weights_dtype, kv_heads=kv_heads)
+        weights = weight_bytes(read, dtype=None if weights_dtype == AUTO else weights_dtype, kv_heads=kv_heads)
         per_gpu_weights = weights.bytes_per_gpu(tp)
         weight_warnings = weights.params.warnings
         if strict:

@@ -43,7 +43,8 @@ from kvplan.errors import (
 from kvplan.files import expand_user, path_kind, read_text
 from kvplan.layout import CacheLayout
 from kvplan.limits import HUB_TIMEOUT_S, MAX_FILE_BYTES
-from kvplan.readers.config import read_checked, read_config, refuse_not_understood
+from kvplan.readers.config import read_checked, read_model_config, refuse_not_understood
+from kvplan.readers.model import ReadModel
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -81,30 +82,41 @@ class ModelSource:
 
 
 def read_layout(source: ModelSource, *, images: int | None = None, strict: bool = False) -> CacheLayout:
-    """Read a resolved model into a layout: its GGUF header(s), or its config.json / params.json.
+    """Read a resolved model into a layout (:func:`read_model`'s layout)."""
+    return read_model(source, images=images, strict=strict).layout
+
+
+def read_model(source: ModelSource, *, images: int | None = None, strict: bool = False) -> ReadModel:
+    """Read a resolved model: its GGUF header(s), or its config.json / params.json, into a layout and the config
+    its weights are counted from (empty for a GGUF: the file lists its tensors).
 
     ``images``: images per sequence for cross-attention models (a GGUF's language model has none);
     ``strict``: refuse a model the reader did not fully understand (NotUnderstoodError) instead of warning."""
     if not source.is_gguf:
         return read_checked(source.raw, source.model_id, source.describe(), images=images, strict=strict)
-    from kvplan.readers.gguf import read_model
+    from kvplan.readers.gguf import read_model as read_gguf
     from kvplan.readers.gguf_layout import read_gguf_layout
 
     if images:
         raise OptionError(Param.IMAGES, f"{source.model_id} is a GGUF language model: it has no cross-attention layers")
-    layout = read_gguf_layout(read_model(source.files), source.model_id, source.describe())
+    layout = read_gguf_layout(read_gguf(source.files), source.model_id, source.describe())
     if strict:
         refuse_not_understood(source.model_id, layout.warnings)
-    return layout
+    return ReadModel(layout)
 
 
 def load_model(model: str, *, revision: str | None = None, token: str | None = None) -> CacheLayout:
     """Resolve ``model`` and read its config (or GGUF header) into a layout."""
-    return read_layout(resolve(model, revision=revision, token=token))
+    return load_read_model(model, revision=revision, token=token).layout
 
 
-def load_bundled(model: str) -> CacheLayout:
-    """A bundled model's layout (id or alias), from the catalog only: never a path, the cache or the network.
+def load_read_model(model: str, *, revision: str | None = None, token: str | None = None) -> ReadModel:
+    """Resolve ``model`` and read it: its layout and the config its weights are counted from."""
+    return read_model(resolve(model, revision=revision, token=token))
+
+
+def load_bundled(model: str) -> ReadModel:
+    """A bundled model (id or alias), read from the catalog only: never a path, the cache or the network.
 
     For self-checks, whose answers must not change with the folder they run in.
     """
@@ -112,7 +124,7 @@ def load_bundled(model: str) -> CacheLayout:
     if found is None:
         raise ModelNotFoundError(model, "not in the bundled catalog (`kvplan models` lists it)")
     entry, _ = found
-    return read_config(load_json_text(entry.read_text(), entry.location), entry.model_id, entry.location)
+    return read_model_config(load_json_text(entry.read_text(), entry.location), entry.model_id, entry.location)
 
 
 def resolve(model: str, *, revision: str | None = None, token: str | None = None) -> ModelSource:

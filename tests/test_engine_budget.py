@@ -11,7 +11,7 @@ import kvplan
 from kvplan.engines import Engine, EngineOptions, Workload, get_engine
 from kvplan.errors import OptionError
 from kvplan.gpus import DEFAULT_RESERVE, budget_lines
-from kvplan.resolve import load_model
+from kvplan.resolve import load_read_model
 from kvplan.weights import forward_shape, weight_bytes
 
 MiB = 2**20
@@ -22,9 +22,10 @@ WEIGHTS = 8_030_261_248 * 2
 
 
 def terms(engine: str, model: str = LLAMA, tp: int = 1, **kw: object) -> dict[str, int]:
-    layout = load_model(model)
+    read = load_read_model(model)
+    layout = read.layout
     opts = EngineOptions(tensor_parallel_size=tp, device_memory_bytes=H100, device_name="NVIDIA H100 80GB HBM3", **kw)  # type: ignore[arg-type]
-    shape = forward_shape(layout, weight_bytes(layout))
+    shape = forward_shape(layout, weight_bytes(read))
     rule = get_engine(engine).kv_budget(H100, 1, None, None, Workload(layout, shape, 8192, opts))
     return {t.name: t.bytes for t in rule.terms[1:]}
 
@@ -56,8 +57,9 @@ def test_vllm_activation_does_not_shrink_with_tp_but_nccl_grows() -> None:
 def test_vllm_small_gpu_defaults_shrink_the_peak() -> None:
     """Under 70 GiB vllm serve batches 2,048 tokens and 256 sequences: sampler = 2,048 x 4,096 x 2 + 15 x 256 x
     128,256 B (an A100 of 80 GB counts as small: PR #17885)."""
-    layout = load_model(LLAMA)
-    shape = forward_shape(layout, weight_bytes(layout))
+    read = load_read_model(LLAMA)
+    layout = read.layout
+    shape = forward_shape(layout, weight_bytes(read))
     opts = EngineOptions(device_memory_bytes=81_038 * MiB, device_name="NVIDIA A100-SXM4-80GB")
     rule = get_engine("vllm").kv_budget(81_038 * MiB, WEIGHTS, None, None, Workload(layout, shape, 8192, opts))
     assert rule.term("activation peak") == 2048 * 4096 * 2 + 15 * 256 * 128_256
@@ -108,8 +110,9 @@ def test_sglang_fraction_and_start_up_term() -> None:
 def test_sglang_default_fraction_by_gpu_bucket() -> None:
     """A 24 GiB card (24,564 MiB): chunked_prefill_size 2,048, cuda_graph_max_bs 24 at tp 1: reserved =
     512 + 3,072 + 48 + 128 = 3,760 MiB, round((24,564 - 3,760) / 24,564, 3) = 0.847."""
-    layout = load_model(LLAMA)
-    shape = forward_shape(layout, weight_bytes(layout))
+    read = load_read_model(LLAMA)
+    layout = read.layout
+    shape = forward_shape(layout, weight_bytes(read))
     memory = 24_564 * MiB
     work = Workload(layout, shape, 8192, EngineOptions(device_memory_bytes=memory))
     fraction, _ = get_engine("sglang").default_fraction(work)

@@ -17,6 +17,7 @@ from kvplan.layout import LayerKind, WarningKind
 from kvplan.readers.config import read_config
 from kvplan.readers.gguf import GGML_TYPES, GgufArray, read_header, read_model
 from kvplan.readers.gguf_layout import read_gguf_layout
+from kvplan.readers.model import ReadModel
 from kvplan.resolve import load_model, resolve
 from kvplan.weights import weight_bytes
 from tests.gguf_fixtures import FAMILIES, Fixture, ggml_bytes, llama, write_gguf
@@ -76,7 +77,7 @@ def test_weights_are_the_tensor_bytes(written: dict[str, Path], family: str) -> 
     fx = FAMILIES[family]()
     layout = _layout(written[family])
     expected = sum(ggml_bytes(shape, t) for _, shape, t in fx.tensors)
-    assert weight_bytes(layout).bytes_total == expected
+    assert weight_bytes(ReadModel(layout)).bytes_total == expected
     # the tensor data fills the file after the header, to the byte (the last tensor is padded to the alignment)
     header = read_header(written[family])
     assert header.file_size - header.data_offset >= expected > header.file_size - header.data_offset - 32
@@ -277,7 +278,7 @@ def test_split_files(tmp_path: Path) -> None:
     assert source.files == tuple(map(str, files))
     layout = load_model(str(files[0]))
     assert layout.num_layers == 4
-    assert weight_bytes(layout).bytes_total == sum(ggml_bytes(s, t) for _, s, t in fx.tensors)
+    assert weight_bytes(ReadModel(layout)).bytes_total == sum(ggml_bytes(s, t) for _, s, t in fx.tensors)
 
 
 def test_missing_split_is_an_error(tmp_path: Path) -> None:
@@ -365,17 +366,17 @@ def test_nemotron_h_mlp_blocks_cache_nothing(tmp_path: Path) -> None:
 
 def test_kv_heads_what_if_shrinks_kv_projections(written: dict[str, Path]) -> None:
     layout = _layout(written["llama"])
-    full = weight_bytes(layout).bytes_total
+    full = weight_bytes(ReadModel(layout)).bytes_total
     # llama fixture: attn_k Q4_K (144 B per 256 values), attn_v Q6_K (210 B per 256), rows of 256 inputs,
     # 32 rows per KV head; G 2 -> 1 drops 32 rows of each in each of 4 layers.
-    assert weight_bytes(layout, kv_heads=1).bytes_total == full - 4 * 32 * (144 + 210)
-    assert weight_bytes(layout, kv_heads=8).bytes_total == full + 4 * 6 * 32 * (144 + 210)
+    assert weight_bytes(ReadModel(layout), kv_heads=1).bytes_total == full - 4 * 32 * (144 + 210)
+    assert weight_bytes(ReadModel(layout), kv_heads=8).bytes_total == full + 4 * 6 * 32 * (144 + 210)
 
 
 def test_explicit_dtype_reprices_the_tensors(written: dict[str, Path]) -> None:
     fx = FAMILIES["llama"]()
     params = sum(int.__mul__(*((*s, 1)[:2])) for _, s, _ in fx.tensors)
-    assert weight_bytes(_layout(written["llama"]), dtype="bf16").bytes_total == 2 * params
+    assert weight_bytes(ReadModel(_layout(written["llama"])), dtype="bf16").bytes_total == 2 * params
 
 
 def test_too_many_layers_is_refused(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from kvplan.cli import app
 from kvplan.readers.gguf import read_header
-from kvplan.resolve import load_model
+from kvplan.resolve import load_model, load_read_model
 from kvplan.weights import weight_bytes
 from tests.gguf_fixtures import FAMILIES, write_gguf
 
@@ -68,7 +68,7 @@ def test_real_weights_are_the_files_tensor_bytes(smollm2: Path) -> None:
 
     theirs = GGUFReader(smollm2)
     expected = sum(int(t.n_bytes) for t in theirs.tensors)
-    assert weight_bytes(load_model(str(smollm2))).bytes_total == expected
+    assert weight_bytes(load_read_model(str(smollm2))).bytes_total == expected
     # and that is the whole data section: the file is header + tensor data, nothing unaccounted
     header = read_header(smollm2)
     assert expected == header.file_size - header.data_offset == 96_576_768

@@ -12,7 +12,7 @@ import pytest
 
 from kvplan import errors
 from kvplan.layout import WarningKind
-from kvplan.readers.config import classify_key, read_config
+from kvplan.readers.config import classify_key, read_config, read_model_config
 
 ROOT = Path(__file__).parent.parent
 MODELS = ROOT / "configs" / "models"
@@ -164,8 +164,8 @@ def test_a_non_boolean_switch_is_an_error() -> None:
 def test_no_bundled_config_has_an_unread_weight_shaping_key(path: Path) -> None:
     from kvplan.weights import count_parameters
 
-    layout = read_config(json.loads(path.read_text()), path.parent.name)
-    unread = [w.key for w in count_parameters(layout).warnings]
+    read = read_model_config(json.loads(path.read_text()), path.parent.name)
+    unread = [w.key for w in count_parameters(read).warnings]
     assert unread == [], f"a weight rule must read these keys, or FAMILY_KEYS must declare them: {unread}"
 
 
@@ -173,5 +173,5 @@ def test_an_unread_weight_key_is_named_by_the_weight_count() -> None:
     from kvplan.weights import count_parameters
 
     raw = {**bundled("meta-llama/Meta-Llama-3.1-8B"), "moe_shared_expert_intermediate_size": 4096}
-    (warning,) = count_parameters(read_config(raw, "m")).warnings
+    (warning,) = count_parameters(read_model_config(raw, "m")).warnings
     assert (warning.key, warning.shapes) == ("moe_shared_expert_intermediate_size", "weights")

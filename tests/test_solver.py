@@ -19,8 +19,9 @@ from kvplan.errors import KvplanError, OptionError
 from kvplan.formula import valid_kv_heads, with_kv_heads
 from kvplan.gpus import DEFAULT_RESERVE, GpuSelection
 from kvplan.layout import CacheLayout
-from kvplan.readers.config import read_config
-from kvplan.resolve import ModelSource, load_model, resolve
+from kvplan.readers.config import read_model_config
+from kvplan.readers.model import ReadModel
+from kvplan.resolve import ModelSource, load_model, load_read_model, resolve
 from kvplan.solver import (
     CTX_CAP,
     KvCost,
@@ -133,7 +134,7 @@ def test_reference_ways_to_reach_the_own_and_quality_safe_g() -> None:
     assert levers["ctx"].value == limit5 // 32 // (2 * 40 * 5 * 128 * 2)
     # more GPUs: tp must divide 40 and divide or be divided by G = 5 -> 5; at tp 5 each GPU holds one head
     assert levers["tp"].value == 5
-    weights_tp5 = weight_bytes(load_model("meta-llama/Llama-2-13b-hf"), kv_heads=5).bytes_per_gpu(5)
+    weights_tp5 = weight_bytes(load_read_model("meta-llama/Llama-2-13b-hf"), kv_heads=5).bytes_per_gpu(5)
     assert levers["tp"].kv_budget_bytes == requested(A100_80G) - weights_tp5 - DEFAULT_RESERVE
     assert levers["tp"].kv_bytes == kv_13b(1, 65536, 32)
     own = {lever.kind: lever for lever in report.ways[0].levers}
@@ -160,7 +161,7 @@ def test_tensor_parallel_flags_copied_heads_and_skips_g_it_cannot_split() -> Non
     assert cell is not None
     # G = 8 on 8 ranks: one head each; G = 1 copied: still one head each
     assert cell.option(8).kv_bytes == cell.option(1).kv_bytes == kv_13b(1, 65536, 32)
-    weights = weight_bytes(load_model("meta-llama/Llama-2-13b-hf"), kv_heads=8).bytes_per_gpu(8)
+    weights = weight_bytes(load_read_model("meta-llama/Llama-2-13b-hf"), kv_heads=8).bytes_per_gpu(8)
     assert cell.option(8).weights_bytes == weights
 
 
@@ -318,7 +319,7 @@ HEADS = [4, 6, 8, 12, 16]
 
 
 @st.composite
-def llamas(draw: st.DrawFn) -> CacheLayout:
+def llamas(draw: st.DrawFn) -> ReadModel:
     h = draw(st.sampled_from(HEADS))
     head_dim = draw(st.sampled_from([16, 32, 64]))
     raw: dict[str, Any] = {
@@ -335,7 +336,7 @@ def llamas(draw: st.DrawFn) -> CacheLayout:
     if draw(st.booleans()):
         raw["model_type"] = "mistral"
         raw["sliding_window"] = draw(st.integers(16, 4096))
-    return read_config(raw, "prop")
+    return read_model_config(raw, "prop")
 
 
 SOURCE = ModelSource("prop", "prop", "path", "prop", {})
@@ -351,10 +352,10 @@ def gpu_of(usable: int) -> GpuSelection:
     return GpuSelection(None, "test", usable, 1, "test")
 
 
-def kv_limit(layout: CacheLayout, usable: int, g: int | None, tp: int = 1, engine: str = "ideal") -> int:
+def kv_limit(read: ReadModel, usable: int, g: int | None, tp: int = 1, engine: str = "ideal") -> int:
     """The KV budget at utilization 0.9 and no reserve, written out: TensorRT-LLM takes 0.9 of what the weights
     leave free (KvCacheCreator._cal_max_memory), every other engine ceil(0.9 x usable) minus the weights."""
-    weights = weight_bytes(layout, kv_heads=g).bytes_per_gpu(tp)
+    weights = weight_bytes(read, kv_heads=g).bytes_per_gpu(tp)
     if engine == "trtllm":
         return (usable - weights) * 9 // 10
     return -(-usable * 9 // 10) - weights
@@ -376,42 +377,44 @@ def engine_kv(
 
 
 @st.composite
-def plans(draw: st.DrawFn) -> tuple[CacheLayout, int, int, int]:
+def plans(draw: st.DrawFn) -> tuple[ReadModel, int, int, int]:
     """A model, a per-GPU capacity, a context and a batch. Half the capacities are drawn around what the model
     needs (MQA weights plus half the MQA cache, up to MHA weights plus twice the MHA cache), so the interesting
     outcomes (some G fit, others not) are common."""
-    layout, ctx, batch = draw(llamas()), draw(ctxs), draw(batches)
+    read, ctx, batch = draw(llamas()), draw(ctxs), draw(batches)
     if draw(st.booleans()):
-        return layout, draw(sizes), ctx, batch
+        return read, draw(sizes), ctx, batch
+    layout = read.layout
     h = layout.query_heads
-    light = weight_bytes(layout, kv_heads=1).bytes_total + engine_kv(with_kv_heads(layout, 1), ctx, batch) // 2
-    heavy = weight_bytes(layout, kv_heads=h).bytes_total + 2 * engine_kv(with_kv_heads(layout, h), ctx, batch)
-    return layout, draw(st.integers(light, heavy)) * 10 // 9, ctx, batch
+    light = weight_bytes(read, kv_heads=1).bytes_total + engine_kv(with_kv_heads(layout, 1), ctx, batch) // 2
+    heavy = weight_bytes(read, kv_heads=h).bytes_total + 2 * engine_kv(with_kv_heads(layout, h), ctx, batch)
+    return read, draw(st.integers(light, heavy)) * 10 // 9, ctx, batch
 
 
 @PROPS
 @given(plans(), dtypes)
-def test_recommended_g_fits_and_the_next_larger_does_not(plan: tuple[CacheLayout, int, int, int], dtype: str) -> None:
-    layout, usable, ctx, batch = plan
-    report = pick_g_for_layout(layout, SOURCE, gpu_of(usable), ctx, batch, kv_cache_dtype=dtype, reserve_bytes=0)
+def test_recommended_g_fits_and_the_next_larger_does_not(plan: tuple[ReadModel, int, int, int], dtype: str) -> None:
+    read, usable, ctx, batch = plan
+    layout = read.layout
+    report = pick_g_for_layout(read, SOURCE, gpu_of(usable), ctx, batch, kv_cache_dtype=dtype, reserve_bytes=0)
     cell = report.single
     assert cell is not None
     valid = sorted(valid_kv_heads(layout))
     best = cell.recommended_g
     if best is not None:
-        assert engine_kv(with_kv_heads(layout, best), ctx, batch, dtype) <= kv_limit(layout, usable, best)
+        assert engine_kv(with_kv_heads(layout, best), ctx, batch, dtype) <= kv_limit(read, usable, best)
     larger = [g for g in valid if best is None or g > best]
     if larger:
         nxt = larger[0]
-        assert engine_kv(with_kv_heads(layout, nxt), ctx, batch, dtype) > kv_limit(layout, usable, nxt)
+        assert engine_kv(with_kv_heads(layout, nxt), ctx, batch, dtype) > kv_limit(read, usable, nxt)
 
 
 @PROPS
 @given(plans(), st.integers(0, 4 * GIB))
-def test_more_memory_never_gives_a_smaller_g(plan: tuple[CacheLayout, int, int, int], more: int) -> None:
-    layout, usable, ctx, batch = plan
+def test_more_memory_never_gives_a_smaller_g(plan: tuple[ReadModel, int, int, int], more: int) -> None:
+    read, usable, ctx, batch = plan
     cells = [
-        pick_g_for_layout(layout, SOURCE, gpu_of(u), ctx, batch, reserve_bytes=0, ways=False).single
+        pick_g_for_layout(read, SOURCE, gpu_of(u), ctx, batch, reserve_bytes=0, ways=False).single
         for u in (usable, usable + more)
     ]
     assert cells[0] is not None
@@ -424,11 +427,12 @@ ENGINES = st.sampled_from(list(ENGINE_CLASSES))
 
 @PROPS
 @given(plans(), ENGINES, dtypes)
-def test_max_batch_fits_and_one_more_does_not(plan: tuple[CacheLayout, int, int, int], engine: str, dtype: str) -> None:
-    layout, usable, ctx, batch = plan
+def test_max_batch_fits_and_one_more_does_not(plan: tuple[ReadModel, int, int, int], engine: str, dtype: str) -> None:
+    read, usable, ctx, batch = plan
+    layout = read.layout
     try:
         report = fit_for_layout(
-            layout,
+            read,
             SOURCE,
             gpu_of(usable),
             ctx,
@@ -441,7 +445,7 @@ def test_max_batch_fits_and_one_more_does_not(plan: tuple[CacheLayout, int, int,
     except OptionError:
         assume(False)
         return
-    limit = kv_limit(layout, usable, None, engine=engine)
+    limit = kv_limit(read, usable, None, engine=engine)
     assert report.budget.kv_bytes_per_gpu == limit
     (answer,) = report.max_batch
     assert answer.batch is not None
@@ -452,11 +456,12 @@ def test_max_batch_fits_and_one_more_does_not(plan: tuple[CacheLayout, int, int,
 
 @PROPS
 @given(plans(), ENGINES, dtypes)
-def test_max_ctx_fits_and_one_more_does_not(plan: tuple[CacheLayout, int, int, int], engine: str, dtype: str) -> None:
-    layout, usable, ctx, batch = plan
+def test_max_ctx_fits_and_one_more_does_not(plan: tuple[ReadModel, int, int, int], engine: str, dtype: str) -> None:
+    read, usable, ctx, batch = plan
+    layout = read.layout
     try:
         report = fit_for_layout(
-            layout,
+            read,
             SOURCE,
             gpu_of(usable),
             ctx,
@@ -469,7 +474,7 @@ def test_max_ctx_fits_and_one_more_does_not(plan: tuple[CacheLayout, int, int, i
     except OptionError:
         assume(False)
         return
-    limit = kv_limit(layout, usable, None, engine=engine)
+    limit = kv_limit(read, usable, None, engine=engine)
     (answer,) = report.max_ctx
     # ctx is capped at the model's max_position_embeddings; by_memory is what memory alone allows
     cap, memory = layout.max_context, answer.by_memory
@@ -484,21 +489,22 @@ def test_max_ctx_fits_and_one_more_does_not(plan: tuple[CacheLayout, int, int, i
 
 @PROPS
 @given(plans())
-def test_fewest_gpus_fits_and_the_next_smaller_allowed_tp_does_not(plan: tuple[CacheLayout, int, int, int]) -> None:
-    layout, usable, ctx, batch = plan
-    report = fit_for_layout(layout, SOURCE, gpu_of(usable), ctx, batch, reserve_bytes=0)
+def test_fewest_gpus_fits_and_the_next_smaller_allowed_tp_does_not(plan: tuple[ReadModel, int, int, int]) -> None:
+    read, usable, ctx, batch = plan
+    layout = read.layout
+    report = fit_for_layout(read, SOURCE, gpu_of(usable), ctx, batch, reserve_bytes=0)
     (answer,) = report.min_gpus
     allowed = [t for t in range(1, layout.query_heads + 1) if _tp_ok(layout, t)]
     assert answer.tried == tuple(allowed)
     if answer.tp is None:
         for t in allowed:
-            assert engine_kv(layout, ctx, batch, tp=t) > kv_limit(layout, usable, None, t)
+            assert engine_kv(layout, ctx, batch, tp=t) > kv_limit(read, usable, None, t)
         return
-    assert engine_kv(layout, ctx, batch, tp=answer.tp) <= kv_limit(layout, usable, None, answer.tp)
+    assert engine_kv(layout, ctx, batch, tp=answer.tp) <= kv_limit(read, usable, None, answer.tp)
     smaller = [t for t in allowed if t < answer.tp]
     if smaller:
         t = smaller[-1]
-        assert engine_kv(layout, ctx, batch, tp=t) > kv_limit(layout, usable, None, t)
+        assert engine_kv(layout, ctx, batch, tp=t) > kv_limit(read, usable, None, t)
 
 
 def _tp_ok(layout: CacheLayout, tp: int) -> bool:

@@ -15,8 +15,8 @@ import pytest
 
 from kvplan.catalog import bundled_models
 from kvplan.errors import OptionError, UnknownDtypeError
-from kvplan.layout import CacheLayout
-from kvplan.resolve import load_model
+from kvplan.readers.model import ReadModel
+from kvplan.resolve import load_read_model
 from kvplan.weights import (
     Part,
     Role,
@@ -33,11 +33,11 @@ from .oracle_hf import param_count, reference
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "models"
 
 
-def _load(tmp_path: Path, config: dict[str, Any], name: str = "model") -> CacheLayout:
+def _load(tmp_path: Path, config: dict[str, Any], name: str = "model") -> ReadModel:
     folder = tmp_path / name
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(config))
-    return load_model(str(folder))
+    return load_read_model(str(folder))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -56,14 +56,14 @@ def _load(tmp_path: Path, config: dict[str, Any], name: str = "model") -> CacheL
     ],
 )
 def test_issue_counts(model: str, params: int) -> None:
-    count = count_parameters(load_model(model))
+    count = count_parameters(load_read_model(model))
     assert count.total == params
     assert count.exact
 
 
 def test_llama2_7b_breakdown() -> None:
     # 32 layers, hidden 4096, MLP 11008, vocab 32000, untied, MHA.
-    count = count_parameters(load_model("meta-llama/Llama-2-7b-hf"))
+    count = count_parameters(load_read_model("meta-llama/Llama-2-7b-hf"))
     assert count.embedding == 32_000 * 4096
     assert count.lm_head == 32_000 * 4096
     assert count.attention == 32 * 4 * 4096 * 4096
@@ -80,28 +80,28 @@ def test_llama2_13b_with_one_kv_head() -> None:
     #   saved per layer = 2 x (5120 x 5120 - 128 x 5120) = 2 x 25,559,040 = 51,118,080
     #   saved in total  = 40 x 51,118,080 = 2,044,723,200
     #   13,015,864,320 - 2,044,723,200 = 10,971,141,120
-    layout = load_model("meta-llama/Llama-2-13b-hf")
-    own = count_parameters(layout)
-    mqa = count_parameters(layout, kv_heads=1)
+    read = load_read_model("meta-llama/Llama-2-13b-hf")
+    own = count_parameters(read)
+    mqa = count_parameters(read, kv_heads=1)
     assert own.total - mqa.total == 40 * 2 * (5120 * 5120 - 128 * 5120) == 2_044_723_200
     assert mqa.total == 10_971_141_120
     assert mqa.attention == 40 * (2 * 5120 * 5120 + 2 * 128 * 5120)
     assert mqa.kv_heads == 1
-    assert count_parameters(layout, kv_heads=40).total == own.total
+    assert count_parameters(read, kv_heads=40).total == own.total
 
 
 def test_kv_heads_what_if_is_validated() -> None:
     with pytest.raises(OptionError, match="does not divide"):
-        count_parameters(load_model("meta-llama/Llama-2-13b-hf"), kv_heads=3)
+        count_parameters(load_read_model("meta-llama/Llama-2-13b-hf"), kv_heads=3)
     with pytest.raises(OptionError, match="no per-head K/V"):
-        count_parameters(load_model("deepseek-ai/DeepSeek-V3"), kv_heads=1)
+        count_parameters(load_read_model("deepseek-ai/DeepSeek-V3"), kv_heads=1)
 
 
 def test_fused_qkv_mha_what_if() -> None:
     # GPT-2 fuses q, k, v into c_attn (768 x 2304); with G = 1 it is 768 x (768 + 2 x 64) with its bias.
-    layout = load_model("openai-community/gpt2")
-    own = count_parameters(layout)
-    mqa = count_parameters(layout, kv_heads=1)
+    read = load_read_model("openai-community/gpt2")
+    own = count_parameters(read)
+    mqa = count_parameters(read, kv_heads=1)
     assert own.total - mqa.total == 12 * 2 * (768 - 64) * (768 + 1)
 
 
@@ -110,12 +110,12 @@ def test_fused_qkv_mha_what_if() -> None:
 
 
 def test_tied_embeddings_from_key_and_family_default() -> None:
-    smol = count_parameters(load_model("HuggingFaceTB/SmolLM2-135M-Instruct"))
+    smol = count_parameters(load_read_model("HuggingFaceTB/SmolLM2-135M-Instruct"))
     assert smol.tied_embeddings
     assert smol.lm_head == 0
     # google/gemma-3-4b-it's text_config states neither tie_word_embeddings nor vocab_size: Gemma3TextConfig
     # ties them and has 262,208 rows.
-    gemma = count_parameters(load_model("google/gemma-3-4b-it"))
+    gemma = count_parameters(load_read_model("google/gemma-3-4b-it"))
     assert gemma.tied_embeddings
     assert gemma.lm_head == 0
     assert gemma.embedding == 262_208 * 2560
@@ -123,7 +123,7 @@ def test_tied_embeddings_from_key_and_family_default() -> None:
 
 
 def test_qwen2_biases_on_qkv_only() -> None:
-    count = count_parameters(load_model("Qwen/Qwen2.5-7B-Instruct"))
+    count = count_parameters(load_read_model("Qwen/Qwen2.5-7B-Instruct"))
     biases = {t.name: t for t in count.tensors if t.name.endswith(".bias")}
     assert set(biases) == {"q_proj.bias", "k_proj.bias", "v_proj.bias"}
     assert biases["k_proj.bias"].shape == (4 * 128,)
@@ -131,13 +131,13 @@ def test_qwen2_biases_on_qkv_only() -> None:
 
 def test_mixtral_experts() -> None:
     # 32 layers x (8 experts x 3 x 4096 x 14336 + router 8 x 4096)
-    count = count_parameters(load_model("mistralai/Mixtral-8x7B-v0.1"))
+    count = count_parameters(load_read_model("mistralai/Mixtral-8x7B-v0.1"))
     assert count.moe == 32 * (8 * 3 * 4096 * 14_336 + 8 * 4096)
     assert count.mlp == 0
 
 
 def test_deepseek_dense_first_layers_and_mtp() -> None:
-    count = count_parameters(load_model("deepseek-ai/DeepSeek-V3"))
+    count = count_parameters(load_read_model("deepseek-ai/DeepSeek-V3"))
     # first_k_dense_replace 3: three dense SwiGLU layers of 18432.
     assert count.mlp == 3 * 3 * 7168 * 18_432
     # 58 MoE layers: 256 experts + one shared expert of 2048, router 256 x 7168.
@@ -153,12 +153,12 @@ def test_meta_params_json() -> None:
         ("meta-llama/Meta-Llama-3-8B", "meta-llama/Meta-Llama-3-8B"),
         ("mistralai/Mistral-7B-Instruct-v0.3", "mistralai/Mistral-7B-Instruct-v0.3"),
     ]:
-        meta = count_parameters(load_model(str(CONFIGS / folder / "params.json")))
+        meta = count_parameters(load_read_model(str(CONFIGS / folder / "params.json")))
         assert meta.family == "meta_params"
-        assert meta.total == count_parameters(load_model(model)).total
+        assert meta.total == count_parameters(load_read_model(model)).total
     # ... except where the Hugging Face conversion ties the output layer (Llama 3.2 1B), which params.json
     # cannot say: the reference model holds vocab x dim more.
-    meta = count_parameters(load_model(str(CONFIGS / "meta-llama/Llama-3.2-1B/params.json")))
+    meta = count_parameters(load_read_model(str(CONFIGS / "meta-llama/Llama-3.2-1B/params.json")))
     assert meta.total == 1_235_814_400 + 128_256 * 2048
     assert any("tied" in note for note in meta.notes)
 
@@ -169,7 +169,7 @@ def test_meta_params_llama2_vocab_minus_one(tmp_path: Path) -> None:
     params = {"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "norm_eps": 1e-05, "vocab_size": -1}
     path = tmp_path / "params.json"
     path.write_text(json.dumps(params))
-    assert count_parameters(load_model(str(path))).total == 6_738_415_616
+    assert count_parameters(load_read_model(str(path))).total == 6_738_415_616
 
 
 def test_chatglm3_remote_code_arithmetic() -> None:
@@ -177,21 +177,21 @@ def test_chatglm3_remote_code_arithmetic() -> None:
     # dense_h_to_4h 4096 -> 2 x 13696; dense_4h_to_h 13696 -> 4096; two RMSNorms; 28 layers; embedding and
     # output layer of 65024 x 4096; final norm.
     layer = 4096 * 4608 + 4608 + 4096 * 4096 + 4096 * 2 * 13_696 + 13_696 * 4096 + 2 * 4096
-    count = count_parameters(load_model("THUDM/chatglm3-6b"))
+    count = count_parameters(load_read_model("THUDM/chatglm3-6b"))
     assert count.total == 28 * layer + 2 * 65_024 * 4096 + 4096 == 6_243_584_000
 
 
 def test_remote_code_families() -> None:
     # Families transformers 5.23 cannot build (remote code): counted from their published modeling files.
     # Baichuan2-13B: 40 x (4 x 5120^2 + 3 x 5120 x 13696 + 2 x 5120) + 2 x 125696 x 5120 + 5120.
-    baichuan = count_parameters(load_model("baichuan-inc/Baichuan2-13B-Chat"))
+    baichuan = count_parameters(load_read_model("baichuan-inc/Baichuan2-13B-Chat"))
     assert baichuan.total == 40 * (4 * 5120**2 + 3 * 5120 * 13_696 + 2 * 5120) + 2 * 125_696 * 5120 + 5120
     # InternLM2-7B: wqkv 4096 -> (32 + 2 x 8) x 128, wo, SwiGLU 14336, 32 layers, vocab 92544.
-    internlm = count_parameters(load_model("internlm/internlm2-chat-7b"))
+    internlm = count_parameters(load_read_model("internlm/internlm2-chat-7b"))
     layer = 4096 * 48 * 128 + 4096 * 4096 + 3 * 4096 * 14_336 + 2 * 4096
     assert internlm.total == 32 * layer + 2 * 92_544 * 4096 + 4096 == 7_737_708_544
     # Llama-3.3-Nemotron-Super-49B: per-layer block_configs (the model card's 49.9B).
-    nas = count_parameters(load_model("nvidia/Llama-3_3-Nemotron-Super-49B-v1"))
+    nas = count_parameters(load_read_model("nvidia/Llama-3_3-Nemotron-Super-49B-v1"))
     assert nas.total == 49_867_145_216
     assert all(c.exact for c in (nas, baichuan, internlm))
 
@@ -201,14 +201,14 @@ def test_remote_code_families() -> None:
 
 
 def test_serving_dtype_is_two_bytes() -> None:
-    layout = load_model("meta-llama/Llama-2-7b-hf")  # a float32 checkpoint, served in fp16
-    est = weight_bytes(layout)
+    read = load_read_model("meta-llama/Llama-2-7b-hf")  # a float32 checkpoint, served in fp16
+    est = weight_bytes(read)
     assert est.bytes_total == 2 * 6_738_415_616
     assert est.dtype.startswith("float16")
     assert est.exact
-    assert weight_bytes(layout, dtype="float32").bytes_total == 4 * 6_738_415_616
-    assert weight_bytes(layout, dtype="bf16").bytes_total == 2 * 6_738_415_616
-    assert weight_bytes(layout, dtype="auto").bytes_total == 2 * 6_738_415_616
+    assert weight_bytes(read, dtype="float32").bytes_total == 4 * 6_738_415_616
+    assert weight_bytes(read, dtype="bf16").bytes_total == 2 * 6_738_415_616
+    assert weight_bytes(read, dtype="auto").bytes_total == 2 * 6_738_415_616
 
 
 def test_explicit_int4_llama2_7b() -> None:
@@ -219,7 +219,7 @@ def test_explicit_int4_llama2_7b() -> None:
 
     layer = 4 * int4(4096, 4096) + 2 * int4(11_008, 4096) + int4(4096, 11_008)
     rest = 2 * (2 * 32_000 * 4096 + 65 * 4096)
-    est = weight_bytes(load_model("meta-llama/Llama-2-7b-hf"), dtype="int4")
+    est = weight_bytes(load_read_model("meta-llama/Llama-2-7b-hf"), dtype="int4")
     assert est.bytes_total == 32 * layer + rest == 3_864_010_752
 
 
@@ -235,21 +235,21 @@ def test_explicit_formats_per_matrix() -> None:
 def test_gpt_oss_mxfp4_experts_only() -> None:
     # gpt-oss-20b: 24 layers x 32 experts x 3 matrices of 2880 x 2880 in MXFP4 (17 B per 32 values);
     # modules_to_not_convert keeps attention, the router, the embedding and the head in bf16.
-    layout = load_model("openai/gpt-oss-20b")
-    count = count_parameters(layout)
+    read = load_read_model("openai/gpt-oss-20b")
+    count = count_parameters(read)
     expert_values = 24 * 32 * 3 * 2880 * 2880
-    est = weight_bytes(layout)
+    est = weight_bytes(read)
     assert est.bytes_total == expert_values // 32 * 17 + 2 * (count.total - expert_values) == 13_761_264_768
     assert dict(est.parts)[Part.ATTENTION] == 2 * count.attention
 
 
 def test_fp8_block_scales() -> None:
     # DeepSeek-V3 kv_a_proj_with_mqa (576 x 7168): one fp32 scale per 128 x 128 block, ceil at the edge.
-    fmt = config_format(load_model("deepseek-ai/DeepSeek-V3"))
+    fmt = config_format(load_read_model("deepseek-ai/DeepSeek-V3"))
     assert fmt is not None
     assert fmt.scheme is Scheme.FP8_BLOCK
     assert fmt.matrix_bytes(576, 7168) == 576 * 7168 + 5 * 56 * 4
-    est = weight_bytes(load_model("deepseek-ai/DeepSeek-V3"))
+    est = weight_bytes(load_read_model("deepseek-ai/DeepSeek-V3"))
     count = est.params
     parts = dict(est.parts)
     assert parts[Part.EMBEDDING] == 2 * count.embedding  # tables stay bf16
@@ -261,17 +261,17 @@ def test_fp8_block_scales() -> None:
 def test_fp8_per_tensor_static_devstral() -> None:
     # Devstral-2-123B: fp8 with weight_block_size null and a static activation scheme: per matrix one fp32
     # weight scale and one fp32 input scale. 88 layers x 7 matrices (q, k, v, o, gate, up, down).
-    layout = load_model("mistralai/Devstral-2-123B-Instruct")
-    count = count_parameters(layout)
+    read = load_read_model("mistralai/Devstral-2-123B-Instruct")
+    count = count_parameters(read)
     matrices = 88 * (12_288 * 12_288 + 2 * 1024 * 12_288 + 12_288 * 12_288 + 3 * 28_672 * 12_288)
-    est = weight_bytes(layout)
+    est = weight_bytes(read)
     assert est.bytes_total == matrices + 88 * 7 * 8 + 2 * (count.total - matrices)
 
 
 def test_awq_packing_yi() -> None:
     # AutoAWQ GEMM, 4 bit, group 128, on a 7168 x 7168 matrix: qweight 7168 x 7168 / 2 B; qzeros (56 groups x
     # 7168 / 8 int32) = 56 x 896 x 4 B; scales 56 x 7168 fp16.
-    fmt = config_format(load_model("01-ai/Yi-34B-Chat-4bits"))
+    fmt = config_format(load_read_model("01-ai/Yi-34B-Chat-4bits"))
     assert fmt is not None
     assert fmt.scheme is Scheme.AWQ
     assert fmt.matrix_bytes(7168, 7168) == 7168 * 7168 // 2 + 56 * 896 * 4 + 56 * 7168 * 2
@@ -295,7 +295,7 @@ def test_gptq_and_unknown_quant_methods(tmp_path: Path) -> None:
 def test_bytes_per_gpu_replication() -> None:
     # Llama-2-13B with one KV head, TP 8: every rank keeps the whole K/V projections (one head cannot be
     # split) and the norms; the rest is split 8 ways.
-    est = weight_bytes(load_model("meta-llama/Llama-2-13b-hf"), kv_heads=1)
+    est = weight_bytes(load_read_model("meta-llama/Llama-2-13b-hf"), kv_heads=1)
     kv = 40 * 2 * 128 * 5120 * 2
     norms = (40 * 2 + 1) * 5120 * 2
     assert est.kv_bytes == ((1, kv),)
@@ -308,7 +308,7 @@ def test_bytes_per_gpu_replication() -> None:
 
 def test_weight_format_keeps_non_matrices_16_bit() -> None:
     fmt = WeightFormat(Scheme.INT4_GROUP, "int4", 2, 4, 128)
-    count = count_parameters(load_model("Qwen/Qwen2.5-0.5B-Instruct"))
+    count = count_parameters(load_read_model("Qwen/Qwen2.5-0.5B-Instruct"))
     for tensor in count.tensors:
         if tensor.role in (Role.TABLE, Role.VECTOR, Role.ROUTER):
             assert fmt.tensor_bytes(tensor) == 2 * tensor.params
@@ -318,8 +318,8 @@ def test_weight_format_keeps_non_matrices_16_bit() -> None:
 # The oracle: transformers on the meta device
 
 
-def _check(layout: CacheLayout, expected: int) -> None:
-    count = count_parameters(layout)
+def _check(read: ReadModel, expected: int) -> None:
+    count = count_parameters(read)
     if count.exact:
         assert count.total == expected
     else:
@@ -334,7 +334,7 @@ def test_oracle_bundled(model: str) -> None:
     ref = reference(model)
     if not ref.supported:
         pytest.skip(ref.reason)
-    _check(load_model(model), ref.param_count)
+    _check(load_read_model(model), ref.param_count)
 
 
 B = {
@@ -543,9 +543,9 @@ SYNTHETIC: dict[str, dict[str, Any]] = {
 @pytest.mark.parametrize("name", list(SYNTHETIC))
 def test_oracle_synthetic(name: str, tmp_path: Path) -> None:
     config = SYNTHETIC[name]
-    layout = _load(tmp_path, config)
-    assert count_parameters(layout).exact == (not name.endswith("_estimate"))
-    _check(layout, param_count(config))
+    read = _load(tmp_path, config)
+    assert count_parameters(read).exact == (not name.endswith("_estimate"))
+    _check(read, param_count(config))
 
 
 def test_nemotron_h_block_list_counts_as_its_pattern() -> None:
@@ -555,7 +555,7 @@ def test_nemotron_h_block_list_counts_as_its_pattern() -> None:
     import json as _json
 
     from kvplan.errors import ConfigError
-    from kvplan.readers.config import read_config
+    from kvplan.readers.config import read_model_config
     from kvplan.weights import weight_bytes
 
     base = {
@@ -581,10 +581,10 @@ def test_nemotron_h_block_list_counts_as_its_pattern() -> None:
         "torch_dtype": "bfloat16",
     }
     blocks = ["mamba", "moe", "mamba", "attention", "mamba", "mlp", "mamba", "attention"]
-    listed = read_config(_json.loads(_json.dumps({**base, "layers_block_type": blocks})), "listed")
-    patterned = read_config({**base, "num_hidden_layers": 8, "hybrid_override_pattern": "MEM*M-M*"}, "patterned")
+    listed = read_model_config(_json.loads(_json.dumps({**base, "layers_block_type": blocks})), "listed")
+    patterned = read_model_config({**base, "num_hidden_layers": 8, "hybrid_override_pattern": "MEM*M-M*"}, "patterned")
     assert weight_bytes(listed).bytes_total == weight_bytes(patterned).bytes_total
-    odd = read_config({**base, "layers_block_type": [*blocks[:-1], "mamba"]}, "odd")
-    odd.raw["layers_block_type"] = ["mamba", "gated_delta"] * 4  # what no rule knows
+    odd = read_model_config({**base, "layers_block_type": [*blocks[:-1], "mamba"]}, "odd")
+    odd.config.keys["layers_block_type"] = ["mamba", "gated_delta"] * 4  # what no rule knows
     with pytest.raises(ConfigError, match="layers_block_type"):
         weight_bytes(odd)

@@ -25,7 +25,7 @@ from kvplan.cli.options import (
 from kvplan.errors import ExitCode, OptionError, Param
 
 if TYPE_CHECKING:
-    from kvplan.layout import CacheLayout
+    from kvplan.readers.model import ReadModel
     from kvplan.verify import VerifyPlan, VerifyReport
     from kvplan.verify.ranks import RanksReport
 
@@ -122,18 +122,18 @@ def verify(
     from kvplan.render import verify_progress
 
     model = one_model(model_arg, model)
-    layout = None
+    read = None
     if model is not None:
         from kvplan.plan import load
         from kvplan.render import print_warnings
 
-        layout = load(model, images=images, strict=strict)
-        print_warnings(layout.warnings)
+        read = load(model, images=images, strict=strict)
+        print_warnings(read.layout.warnings)
     world = tensor_parallel_size * pipeline_parallel_size
     if world > 1 or tensor_parallel_size < 1 or pipeline_parallel_size < 1:
         _verify_ranks(
             device,
-            layout,
+            read,
             ctx,
             batch,
             kv_cache_dtype,
@@ -175,7 +175,7 @@ def verify(
             heads: list[int | None] = list(parse_counts(kv_heads, Param.KV_HEADS)) if kv_heads else [None]
             plans = [
                 verifier.plan_for_model(
-                    layout or model,
+                    read or model,
                     ctx=_count(ctx, Param.CTX),
                     batch=_count(batch, Param.BATCH) or 1,
                     kv_cache_dtype=kv_cache_dtype,
@@ -211,7 +211,7 @@ def verify(
 
 
 def _rank_plan(
-    model: CacheLayout | None,
+    model: ReadModel | None,
     ctx: str | None,
     batch: str | None,
     kv_dtype: str,
@@ -241,7 +241,7 @@ def _rank_plan(
 
 def _verify_ranks(
     device: str,
-    model: CacheLayout | None,
+    model: ReadModel | None,
     ctx: str | None,
     batch: str | None,
     kv_dtype: str,

@@ -65,9 +65,7 @@ class HFEngine(Engine):
 
     @staticmethod
     def broadcasts_heads(layout: CacheLayout) -> bool:
-        return layout.family == "RefinedWeb" or (
-            layout.family == "falcon" and bool(layout.raw.get("new_decoder_architecture"))
-        )
+        return layout.falcon_new_decoder
 
     def prepare(self, layout: CacheLayout) -> tuple[LayerSpec, ...]:
         layers = []

@@ -15,6 +15,7 @@ from typing import Any
 
 from kvplan.dtypes import model_dtype_name
 from kvplan.errors import ConfigError, ConfigFileError, NotUnderstoodError, OptionError, Param
+from kvplan.families import FALCON_FAMILIES, PURE_SSM_FAMILIES, falcon_new_decoder
 from kvplan.layout import (
     DEFAULT_IMAGES,
     CacheLayout,
@@ -27,6 +28,8 @@ from kvplan.layout import (
     mla_layer,
 )
 from kvplan.limits import MAX_COUNT, MAX_HEADS, MAX_LAYERS
+from kvplan.readers.context import read_rope_limit
+from kvplan.readers.model import ModelConfig, ReadModel
 
 Raw = Mapping[str, Any]
 
@@ -67,9 +70,7 @@ MHA_FAMILIES = frozenset(
         "internlm",
         "stablelm",
         "mpt",
-        "falcon",
-        "RefinedWeb",
-        "RefinedWebModel",
+        *FALCON_FAMILIES,
         "xglm",
         "persimmon",
     }
@@ -98,9 +99,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 131_072,
         "sliding_window": 512,
     },
-    "falcon": {"max_position_embeddings": 2048},
-    "RefinedWeb": {"max_position_embeddings": 2048},
-    "RefinedWebModel": {"max_position_embeddings": 2048},
+    **{family: {"max_position_embeddings": 2048} for family in FALCON_FAMILIES},
     "gpt2": {"n_positions": 1024},
     # NemotronHConfig: mamba_ssm_cache_dtype defaults to float32 (vLLM's Nemotron-H config hook reads it too).
     "nemotron_h": {"mamba_ssm_cache_dtype": "float32"},
@@ -108,9 +107,6 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 
 #: LFM2 and its MoE / vision-language variants (their text configs say lfm2 / lfm2_moe).
 LFM2_FAMILIES = frozenset({"lfm2", "lfm2_moe"})
-
-#: Families whose checkpoints are pure state-space models: no attention heads at all.
-PURE_SSM_FAMILIES = frozenset({"mamba", "falcon_mamba", "mamba2"})
 
 #: Families whose config classes interleave sliding and full layers when the file has no layer_types: layer i is
 #: full when (i + 1) % n == 0, with n from the named key or the class default (transformers configuration_*.py:
@@ -622,12 +618,12 @@ def refuse_not_understood(model: str, warnings: Sequence[ConfigWarning]) -> None
 
 def read_checked(
     raw: object, model: str, source: str = "", *, images: int | None = None, strict: bool = False
-) -> CacheLayout:
-    """read_config, then, under ``strict``, refuse a config the reader did not fully understand."""
-    layout = read_config(raw, model, source, images=images)
+) -> ReadModel:
+    """read_model_config, then, under ``strict``, refuse a config the reader did not fully understand."""
+    read = read_model_config(raw, model, source, images=images)
     if strict:
-        refuse_not_understood(model, layout.warnings)
-    return layout
+        refuse_not_understood(model, read.layout.warnings)
+    return read
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -635,7 +631,12 @@ def read_checked(
 
 
 def read_config(raw: object, model: str, source: str = "", *, images: int | None = None) -> CacheLayout:
-    """Convert a parsed config.json or params.json into a layout.
+    """Convert a parsed config.json or params.json into a layout (:func:`read_model_config`'s layout)."""
+    return read_model_config(raw, model, source, images=images).layout
+
+
+def read_model_config(raw: object, model: str, source: str = "", *, images: int | None = None) -> ReadModel:
+    """Convert a parsed config.json or params.json into a layout, and the config its weights are counted from.
 
     ``images``: how many images each sequence carries, for models with cross-attention layers (None: the
     default, DEFAULT_IMAGES); a model without such layers must be given None or 0.
@@ -661,20 +662,22 @@ def read_config(raw: object, model: str, source: str = "", *, images: int | None
         )
         notes.append(ConfigWarning(WarningKind.UNKNOWN_FAMILY, "model_type", message))
     notes += unread_key_warnings(model, family, text, f.ledger.read, "cache")
-    return CacheLayout(
+    layout = CacheLayout(
         model=model,
         family=family,
         layers=layers,
         hidden_size=shape.hidden,
         dtype=read_dtype(text, raw),
         max_context=max_context,
+        rope_limit=read_rope_limit(model, text, family, max_context),
         mtp_layers=mtp,
         rules=tuple(rules),
         source=source,
         warnings=tuple(notes),
-        read_keys=frozenset(f.ledger.read),
-        raw=raw_for_weights(text, raw),
+        # (read_kv_heads has read the flag of every Falcon config already)
+        falcon_new_decoder=family in FALCON_FAMILIES and falcon_new_decoder(family, f.flag("new_decoder_architecture")),
     )
+    return ReadModel(layout, ModelConfig(raw_for_weights(text, raw), frozenset(f.ledger.read)))
 
 
 def raw_for_weights(text: Raw, raw: Raw) -> dict[str, Any]:
@@ -692,7 +695,7 @@ def is_meta_params(raw: Raw) -> bool:
     return "model_type" not in raw and "dim" in raw and "n_layers" in raw and "n_heads" in raw
 
 
-def read_meta_params(raw: Raw, model: str, source: str = "") -> CacheLayout:
+def read_meta_params(raw: Raw, model: str, source: str = "") -> ReadModel:
     """Rule meta_params: Llama / Mistral params.json (dim, n_layers, n_heads, n_kv_heads, head_dim).
 
     Llama 2 7B/13B params.json omit n_kv_heads (they are MHA); Mistral's adds an explicit head_dim.
@@ -704,17 +707,20 @@ def read_meta_params(raw: Raw, model: str, source: str = "") -> CacheLayout:
     kv = f.optional_integer("KV heads", ("n_kv_heads",)) or heads
     head_dim = f.optional_integer("head_dim", ("head_dim",)) or _divide(model, dim, heads)
     _check_divides(model, heads, kv)
-    return CacheLayout(
+    max_context = f.optional_integer("context length", ("max_seq_len",))
+    layout = CacheLayout(
         model=model,
         family="meta_params",
         layers=tuple(attention_layer(i, heads, kv, head_dim) for i in range(layers)),
         hidden_size=dim,
         dtype=None,
-        max_context=f.optional_integer("context length", ("max_seq_len",)),
+        max_context=max_context,
+        rope_limit=read_rope_limit(model, raw, "meta_params", max_context),
         rules=("meta params.json",),
         source=source,
-        raw=dict(raw),
     )
+    # The cache rules' reads are not carried on here: the weight counter reads every key itself.
+    return ReadModel(layout, ModelConfig(dict(raw)))
 
 
 def select_text_config(raw: Raw, model: str) -> tuple[Raw, str | None]:
@@ -825,7 +831,7 @@ def read_kv_heads(f: Fields, family: str, heads: int, rules: list[str], notes: l
     # Rule falcon_multi_query: Falcon-7B (RefinedWebModel, or falcon without new_decoder_architecture) sets
     # multi_query: one K/V head for 71 query heads, whatever num_kv_heads says (FalconConfig). Falcon-40B
     # (RefinedWeb = the new decoder architecture) states n_head_kv instead.
-    new_arch = f.flag("new_decoder_architecture") or family == "RefinedWeb"
+    new_arch = falcon_new_decoder(family, f.flag("new_decoder_architecture"))
     if f.flag("multi_query") and not new_arch:
         rules.append("multi_query: one KV head (Falcon)")
         return 1

@@ -14,56 +14,48 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from fractions import Fraction
 
 from kvplan.errors import ConfigError
-from kvplan.layout import CacheLayout, LayerKind
+from kvplan.families import is_gemma3
+from kvplan.layout import CacheLayout, ContextLimit, LayerKind
 
 #: Rope types whose configs already state the extended length in max_position_embeddings (vLLM: no factor).
 SCALED_IN_CONFIG = frozenset({"su", "longrope", "llama3"})
 #: transformers v5 nests rope_parameters per layer type (Gemma 3, MiMo); the keys are layer kinds.
 LAYER_TYPE_KEYS = frozenset(kind.value for kind in LayerKind)
 
-
-@dataclass(frozen=True)
-class ContextLimit:
-    """The model's longest context in tokens, and how it follows from the config."""
-
-    tokens: int
-    #: Empty when max_position_embeddings (or its equivalent) is the limit as it stands; else the RoPE scaling
-    #: arithmetic, e.g. "yarn RoPE scaling: original_max_position_embeddings 32,768 x factor 4".
-    scaling: str = ""
-
-    @property
-    def scaled(self) -> bool:
-        return bool(self.scaling)
-
-    def describe(self) -> str:
-        """The limit in words: ``max_position_embeddings 4,096`` or ``context limit 131,072 (yarn RoPE ...)``."""
-        if not self.scaling:
-            return f"max_position_embeddings {self.tokens:,}"
-        return f"context limit {self.tokens:,} ({self.scaling})"
+__all__ = ["ContextLimit", "beyond_limit_note", "context_limit", "read_rope_limit"]
 
 
 def context_limit(layout: CacheLayout) -> ContextLimit | None:
     """The longest context ``layout``'s config allows, or None when it states no length."""
     if layout.max_context is None:
         return None
-    plain = ContextLimit(layout.max_context)
-    if "gemma3" in str(layout.raw.get("model_type", layout.family)):
-        return plain  # vLLM: Gemma 3's max_position_embeddings is already scaled
-    scaling = [(key, entry) for key, entry in _rope_parameters(layout.raw) if _rope_type(entry) not in SCALED_IN_CONFIG]
+    return layout.rope_limit or ContextLimit(layout.max_context)
+
+
+def read_rope_limit(
+    model: str, config: Mapping[str, object], family: str, max_context: int | None
+) -> ContextLimit | None:
+    """The context a (text) config's RoPE scaling extends ``max_context`` to, or None where ``max_context`` stands
+    as stated: the config reader records it once on the layout (:attr:`~kvplan.layout.CacheLayout.rope_limit`).
+    A malformed factor or original length is a ConfigError."""
+    if max_context is None:
+        return None
+    if is_gemma3(str(config.get("model_type", family))):
+        return None  # vLLM: Gemma 3's max_position_embeddings is already scaled
+    scaling = [(key, entry) for key, entry in _rope_parameters(config) if _rope_type(entry) not in SCALED_IN_CONFIG]
     if not scaling:
-        return plain
-    start, start_key, factor = layout.max_context, "max_position_embeddings", Fraction(1)
+        return None
+    start, start_key, factor = max_context, "max_position_embeddings", Fraction(1)
     for key, entry in scaling:  # vLLM assumes one factor for every layer type: the last one stated wins
         if "factor" in entry:
-            factor = _factor(layout, f"{key}.factor", entry["factor"])
+            factor = _factor(model, f"{key}.factor", entry["factor"])
         if _rope_type(entry) == "yarn":
-            start, start_key = _yarn_start(layout, key, entry)
-    if int(start * factor) == layout.max_context:
-        return plain  # the scaling agrees with max_position_embeddings (gpt-oss, DeepSeek-V3): nothing to add
+            start, start_key = _yarn_start(model, config, max_context, key, entry)
+    if int(start * factor) == max_context:
+        return None  # the scaling agrees with max_position_embeddings (gpt-oss, DeepSeek-V3): nothing to add
     kind = _rope_type(scaling[-1][1])
     return ContextLimit(int(start * factor), f"{kind} RoPE scaling: {start_key} {start:,} x factor {_show(factor)}")
 
@@ -73,18 +65,19 @@ def _rope_type(entry: Mapping[str, object]) -> str:
     return str(entry.get("rope_type", entry.get("type", "default")))
 
 
-def _yarn_start(layout: CacheLayout, key: str, entry: Mapping[str, object]) -> tuple[int, str]:
+def _yarn_start(
+    model: str, config: Mapping[str, object], max_context: int, key: str, entry: Mapping[str, object]
+) -> tuple[int, str]:
     """YaRN extends the pretraining length: original_max_position_embeddings, from the rope parameters, else the
     config's top level (Phi-3 keeps it there), else max_position_embeddings (transformers standardize_rope_params)."""
     if "original_max_position_embeddings" in entry:
         where, value = f"{key}.original_max_position_embeddings", entry["original_max_position_embeddings"]
-    elif "original_max_position_embeddings" in layout.raw:
-        where, value = "original_max_position_embeddings", layout.raw["original_max_position_embeddings"]
+    elif "original_max_position_embeddings" in config:
+        where, value = "original_max_position_embeddings", config["original_max_position_embeddings"]
     else:
-        assert layout.max_context is not None
-        return layout.max_context, "max_position_embeddings"
+        return max_context, "max_position_embeddings"
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(layout.model, "RoPE original context", (where,), f"{value!r} is not a positive whole number")
+        raise ConfigError(model, "RoPE original context", (where,), f"{value!r} is not a positive whole number")
     return value, "original_max_position_embeddings"
 
 
@@ -101,9 +94,9 @@ def _rope_parameters(raw: Mapping[str, object]) -> list[tuple[str, Mapping[str, 
     return []
 
 
-def _factor(layout: CacheLayout, key: str, value: object) -> Fraction:
+def _factor(model: str, key: str, value: object) -> Fraction:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(layout.model, "RoPE scaling factor", (key,), f"{value!r} is not a positive number")
+        raise ConfigError(model, "RoPE scaling factor", (key,), f"{value!r} is not a positive number")
     return Fraction(str(value)) if isinstance(value, float) else Fraction(value)
 
 

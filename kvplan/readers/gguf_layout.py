@@ -605,10 +605,8 @@ def read_gguf_layout(model: GgufModel, name: str, source: str = "") -> CacheLayo
         mtp_layers=tuple(mtp),
         rules=tuple(rules),
         source=source,
-        raw={},
         file_tensors=tuple(FileTensor(t.name, t.shape, t.ggml_type.name, t.nbytes) for t in model.tensors),
         warnings=tuple(warnings),
-        read_keys=frozenset(m.read),
     )
 
 

@@ -3,7 +3,7 @@
 Everything is per GPU. For one choice of G (KV heads), KV dtype, engine and tensor-parallel size ``tp``::
 
     KV(ctx, batch) = the engine's per-GPU cache for ``batch`` sequences of ``ctx`` tokens   (engines.py)
-    weights        = weight_bytes(layout, kv_heads=G).bytes_per_gpu(tp)   (the K/V projections shrink with G)
+    weights        = weight_bytes(read, kv_heads=G).bytes_per_gpu(tp)     (the K/V projections shrink with G)
     KV budget      = ceil(usable x utilization) - weights - reserve      (gpus.budget)
     fits           = KV(ctx, batch) <= KV budget
 

@@ -11,7 +11,8 @@ from kvplan.errors import OptionError, Param, spell
 from kvplan.formula import default_context, with_kv_heads
 from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.readers.context import ContextLimit, beyond_limit_note, context_limit
-from kvplan.resolve import ModelSource, read_layout, resolve
+from kvplan.readers.model import ReadModel
+from kvplan.resolve import ModelSource, read_model, resolve
 
 if TYPE_CHECKING:
     from kvplan.engines import EngineOptions
@@ -181,13 +182,14 @@ def fit(
     source = resolve(model, revision=revision, token=token)
     from kvplan.readers.config import refuse_not_understood
 
-    layout = read_layout(source, images=images, strict=strict)
+    read = read_model(source, images=images, strict=strict)
+    layout = read.layout
     if ctx is None:
         ctx, ctx_source = default_context(layout, None)
     else:
         ctx_source = spell(Param.CTX)
     report = fit_for_layout(
-        layout,
+        read,
         source,
         select_gpu(gpu, num_gpus=num_gpus, gpu_files=gpu_files),
         ctx,
@@ -208,7 +210,7 @@ def fit(
 
 
 def fit_for_layout(
-    layout: CacheLayout,
+    read: ReadModel,
     source: ModelSource,
     gpu: GpuSelection,
     ctx: int | Sequence[int],
@@ -224,10 +226,12 @@ def fit_for_layout(
     weights_dtype: str | None = None,
     ctx_source: str | None = None,
 ) -> FitReport:
-    """:func:`fit` for a layout already read (``engine`` None: ideal, or llama.cpp for a GGUF model)."""
+    """:func:`fit` for a model already read (:func:`kvplan.resolve.read_model`; ``engine`` None: ideal, or
+    llama.cpp for a GGUF model)."""
     from kvplan.engines import EngineOptions, engine_for, get_engine
     from kvplan.weights import weight_bytes
 
+    layout = read.layout
     engine, engine_note = engine_for(layout, engine)
     ctxs, batches = _as_counts(ctx, Param.CTX), _as_counts(batch, Param.BATCH)
     gpu, tp = tensor_parallel(gpu, tensor_parallel_size)
@@ -235,7 +239,7 @@ def fit_for_layout(
     own = layout.kv_heads if layout.attention_layers else None
     if kv_heads is not None:
         layout = with_kv_heads(layout, kv_heads)
-    weights = weight_bytes(layout, dtype=weights_dtype, kv_heads=kv_heads)
+    weights = weight_bytes(read, dtype=weights_dtype, kv_heads=kv_heads)
     s = hw.setup(layout, tp, kv_cache_dtype, weights)
     cost, limit = s.cost, s.limit
 

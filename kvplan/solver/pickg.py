@@ -12,7 +12,8 @@ from kvplan.errors import OptionError, Param, spell
 from kvplan.formula import attention_kind_name, default_context, valid_kv_heads, with_kv_heads
 from kvplan.layout import CacheLayout, ConfigWarning
 from kvplan.readers.context import ContextLimit, beyond_limit_note, context_limit
-from kvplan.resolve import ModelSource, read_layout, resolve
+from kvplan.readers.model import ReadModel
+from kvplan.resolve import ModelSource, read_model, resolve
 
 if TYPE_CHECKING:
     from kvplan.engines import EngineOptions
@@ -269,7 +270,8 @@ def pick_g(
     source = resolve(model, revision=revision, token=token)
     from kvplan.readers.config import refuse_not_understood
 
-    layout = read_layout(source, images=images, strict=strict)
+    read = read_model(source, images=images, strict=strict)
+    layout = read.layout
     if ctx is None and scenario is not None:
         ctx, ctx_source = scenario.ctx, f"the {scenario.name} scenario"
     elif ctx is None:
@@ -290,7 +292,7 @@ def pick_g(
             if values != (own,):
                 changes.append(f"{name} {', '.join(f'{v:,}' for v in values)} instead of {own:,}")
     report = pick_g_for_layout(
-        layout,
+        read,
         source,
         selection,
         ctx,
@@ -313,7 +315,7 @@ def pick_g(
 
 
 def pick_g_for_layout(
-    layout: CacheLayout,
+    read: ReadModel,
     source: ModelSource,
     gpu: GpuSelection,
     ctx: int | Sequence[int],
@@ -332,11 +334,12 @@ def pick_g_for_layout(
     scenario_changes: tuple[str, ...] = (),
     ctx_source: str | None = None,
 ) -> PickGReport:
-    """:func:`pick_g` for a layout already read. ``ways=False`` skips the ways to reach a G (single cell only);
-    ``engine`` None is ideal, or llama.cpp for a GGUF model."""
+    """:func:`pick_g` for a model already read (:func:`kvplan.resolve.read_model`). ``ways=False`` skips the ways
+    to reach a G (single cell only); ``engine`` None is ideal, or llama.cpp for a GGUF model."""
     from kvplan.engines import EngineOptions, engine_for, get_engine
     from kvplan.weights import weight_bytes
 
+    layout = read.layout
     engine, engine_note = engine_for(layout, engine)
     ctxs, batches = _as_counts(ctx, Param.CTX), _as_counts(batch, Param.BATCH)
     gpu, tp = tensor_parallel(gpu, tensor_parallel_size)
@@ -360,7 +363,7 @@ def pick_g_for_layout(
         except OptionError as err:
             skipped.append((g, err.problem))
             continue
-        weights = weight_bytes(layout, dtype=weights_dtype, kv_heads=g)
+        weights = weight_bytes(read, dtype=weights_dtype, kv_heads=g)
         s = hw.setup(layout_g, tp, kv_cache_dtype, weights)
         setups.append(s)
         choices.append(

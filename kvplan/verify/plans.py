@@ -9,6 +9,7 @@ from kvplan.engines import EngineEstimate, EngineOptions, LayerCost, engine_for,
 from kvplan.errors import KvplanError, Param
 from kvplan.formula import check_positive, with_kv_heads
 from kvplan.layout import CacheLayout
+from kvplan.readers.model import ReadModel
 from kvplan.units import human_bytes
 
 if TYPE_CHECKING:
@@ -92,12 +93,12 @@ def predict(plan: VerifyPlan, batch: int | None = None) -> EngineEstimate:
     return engine.estimate(plan.layout, plan.ctx, batch, kv_cache_dtype=plan.kv_cache_dtype, opts=plan.opts)
 
 
-def _weights_for(layout: CacheLayout, kv_heads: int | None, dtype: str | None, opts: EngineOptions) -> tuple[int, str]:
+def _weights_for(read: ReadModel, kv_heads: int | None, dtype: str | None, opts: EngineOptions) -> tuple[int, str]:
     """Weight bytes per GPU (0 and a note when the config does not say enough to count them)."""
     from kvplan.weights import weight_bytes
 
     try:
-        est = weight_bytes(layout, dtype=dtype, kv_heads=kv_heads)
+        est = weight_bytes(read, dtype=dtype, kv_heads=kv_heads)
     except KvplanError as err:
         return 0, f"weights not counted ({err}): cache only"
     per_gpu = est.bytes_per_gpu(opts.tensor_parallel_size)
@@ -107,20 +108,20 @@ def _weights_for(layout: CacheLayout, kv_heads: int | None, dtype: str | None, o
     return per_gpu, ""
 
 
-def _stage_weights(layout: CacheLayout, kv_heads: int | None, engine: str, opts: EngineOptions) -> tuple[int, ...]:
+def _stage_weights(read: ReadModel, kv_heads: int | None, engine: str, opts: EngineOptions) -> tuple[int, ...]:
     """Weight bytes per GPU of each pipeline stage (empty when the config does not say enough to count them)."""
     from kvplan.weights import weight_bytes
 
     try:
-        est = weight_bytes(layout, kv_heads=kv_heads)
+        est = weight_bytes(read, kv_heads=kv_heads)
     except KvplanError:
         return ()
-    sizes = tuple(len(stage) for stage in get_engine(engine).stage_layers(layout, opts))
+    sizes = tuple(len(stage) for stage in get_engine(engine).stage_layers(read.layout, opts))
     return est.bytes_per_stage(opts.tensor_parallel_size, sizes)
 
 
 def plan_for_model(
-    model: str | CacheLayout,
+    model: str | ReadModel,
     *,
     ctx: int | None = None,
     batch: int = 1,
@@ -132,16 +133,16 @@ def plan_for_model(
     probe: bool = True,
     name: str | None = None,
 ) -> VerifyPlan:
-    """A plan for one model (a name :func:`kvplan.load_model` resolves, or a layout), as ``kvplan verify
+    """A plan for one model (a name :func:`kvplan.load_model` resolves, or a model already read), as ``kvplan verify
     --model`` builds it: the --kv-heads what-if applied, ctx defaulting to the model's maximum, weight bytes
     per GPU in the serving dtype (``weights=False``: cache only)."""
     from kvplan.formula import default_context
-    from kvplan.resolve import load_model
+    from kvplan.resolve import load_read_model
 
-    layout = load_model(model) if isinstance(model, str) else model
+    own = load_read_model(model) if isinstance(model, str) else model
+    layout = own.layout
     engine, _ = engine_for(layout, engine)  # a GGUF model: llama.cpp unless another engine is named
     opts = opts or EngineOptions()
-    own = layout
     if kv_heads is not None:
         layout = with_kv_heads(layout, kv_heads)
     ctx_value, _ = default_context(layout, ctx)
@@ -224,7 +225,7 @@ def self_check_plans(available_bytes: int) -> list[VerifyPlan]:
         plans.append(
             VerifyPlan(
                 name=f"Llama-2-7B G={g}",
-                layout=with_kv_heads(llama7, g),
+                layout=with_kv_heads(llama7.layout, g),
                 ctx=4096,
                 batch=1,
                 kv_cache_dtype="float16",
@@ -238,7 +239,7 @@ def self_check_plans(available_bytes: int) -> list[VerifyPlan]:
     weights, note = _weights_for(llama13, 1, "float16", EngineOptions())
     pick_g = VerifyPlan(
         name="pick-g Llama-2-13B G=1",
-        layout=with_kv_heads(llama13, 1),
+        layout=with_kv_heads(llama13.layout, 1),
         ctx=65536,
         batch=32,
         kv_cache_dtype="float16",

@@ -17,13 +17,13 @@ Only the text decoder is counted: a multimodal model's vision tower and projecto
 
 from __future__ import annotations
 
-from kvplan.weights.count import count_parameters
+from kvplan.weights.count import TOP_K_KEYS, count_parameters
 from kvplan.weights.decoder import DECODER_FAMILIES, PLAIN_MLP_ACTIVATIONS, DecoderSpec, QkNorm, dense_decoder
 from kvplan.weights.defaults import TIED_BY_DEFAULT, VOCAB_KEYS, WEIGHT_DEFAULTS
 from kvplan.weights.families import gemma3n, meta_params, mla_decoder, nemotron_h, nemotron_nas, pure_ssm
 from kvplan.weights.ffn import EXPERT_KEYS, Ffn, Moe
 from kvplan.weights.result import ParamCount, Part, Role, WeightTensor
-from kvplan.weights.shape import TOP_K_KEYS, forward_shape
+from kvplan.weights.shape import forward_shape
 from kvplan.weights.storage import (
     EXPLICIT_FORMATS,
     WEIGHT_DTYPE_ALIASES,

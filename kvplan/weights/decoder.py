@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from kvplan.families import FALCON_FAMILIES
 from kvplan.layout import LayerKind, LayerSpec
 from kvplan.weights.defaults import _embedding_and_head, _tied
 from kvplan.weights.ffn import Moe, _ffn, _ffn_plan
@@ -228,10 +229,9 @@ def _falcon(c: _Config) -> DecoderSpec:
     # (ln_attn, ln_mlp) in the new decoder architecture (num_ln_in_parallel_attn, default 2) and one in
     # the old.
     bias = c.flag("bias")
-    new_arch = c.flag("new_decoder_architecture") or c.family == "RefinedWeb"
     if not c.flag("parallel_attn"):
         norms = 2
-    elif new_arch:
+    elif c.layout.falcon_new_decoder:
         norms = c.optional(("num_ln_in_parallel_attn",)) or 2
     else:
         norms = 1
@@ -334,9 +334,7 @@ DECODER_FAMILIES: dict[str, Callable[[_Config], DecoderSpec]] = {
     "codegen": _gptj,
     "gpt_neo": _gpt_neo,
     "bloom": _bloom,
-    "falcon": _falcon,
-    "RefinedWeb": _falcon,
-    "RefinedWebModel": _falcon,
+    **dict.fromkeys(FALCON_FAMILIES, _falcon),
     "phi": _phi,
     "opt": _opt,
     "mpt": _mpt,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kvplan.families import FALCON_FAMILIES
 from kvplan.weights.result import Part, Role
 from kvplan.weights.tensors import _Config, _Tensors
 
@@ -16,9 +17,7 @@ TIED_BY_DEFAULT = frozenset(
     {
         "gpt2",
         "bloom",
-        "falcon",
-        "RefinedWeb",
-        "RefinedWebModel",
+        *FALCON_FAMILIES,
         "gemma",
         "gemma2",
         "gemma3_text",
@@ -47,9 +46,7 @@ WEIGHT_DEFAULTS: dict[str, dict[str, Any]] = {
     "deepseek_v32": {"first_k_dense_replace": 3},
     "kimi_k2": {"first_k_dense_replace": 3},
     "deepseek_v2": {"first_k_dense_replace": 0},
-    "falcon": {"parallel_attn": True, "bias": False},
-    "RefinedWeb": {"parallel_attn": True, "bias": False},
-    "RefinedWebModel": {"parallel_attn": True, "bias": False},
+    **{family: {"parallel_attn": True, "bias": False} for family in FALCON_FAMILIES},
     "gpt_neox": {"attention_bias": True},
     "qwen2_moe": {"qkv_bias": True},
     "opt": {"ffn_dim": 3072, "enable_bias": True},

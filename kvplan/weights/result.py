@@ -70,6 +70,8 @@ class ParamCount:
     notes: tuple[str, ...] = ()
     #: Keys that can shape the weights and no rule (cache or weights) read: the count may be wrong.
     warnings: tuple[ConfigWarning, ...] = ()
+    #: Experts each token is routed to, as the config states it (None: it does not; kvplan.weights.shape).
+    experts_per_token: int | None = None
 
     def part(self, part: Part) -> int:
         return sum(t.params for t in self.tensors if t.part is part)

@@ -13,10 +13,6 @@ from kvplan.layout import CacheLayout
 from kvplan.weights.result import Part
 from kvplan.weights.storage import Scheme, WeightEstimate
 
-#: Experts each token is routed to: MixtralConfig / Qwen*MoeConfig / DeepseekV3Config / Llama4TextConfig /
-#: GptOssConfig num_experts_per_tok; Hunyuan moe_topk; GptOssConfig also spells it experts_per_token.
-TOP_K_KEYS = ("num_experts_per_tok", "moe_topk", "experts_per_token", "num_experts_per_token")
-
 #: num_experts_per_tok where a config omits it: the config class's default (transformers 5.23
 #: configuration_<family>.py: Llama4TextConfig 1, MixtralConfig 2, Qwen2MoeConfig 4, Qwen3MoeConfig 8,
 #: DeepseekV3Config 8, GptOssConfig 4, Qwen3NextConfig 10). DeepseekV2Config has no default (None).
@@ -43,7 +39,7 @@ def forward_shape(layout: CacheLayout, estimate: WeightEstimate) -> ForwardShape
     top_k = 0
     if expert:
         # 0 when neither the config nor its class says: an engine whose activation peak needs it refuses then
-        found = next((layout.raw[k] for k in TOP_K_KEYS if type(layout.raw.get(k)) is int), None)
+        found = estimate.params.experts_per_token  # the config's own (weights.count.TOP_K_KEYS)
         top_k = found if isinstance(found, int) and found > 0 else TOP_K_DEFAULTS.get(layout.family, 0)
     mxfp4 = estimate.scheme is Scheme.MXFP4 and any(t.part is Part.MOE for t in estimate.params.tensors)
     return ForwardShape(

@@ -10,7 +10,7 @@ from typing import Any
 
 from kvplan.errors import ConfigError, Param, UnknownDtypeError
 from kvplan.formula import check_positive, serving_dtype
-from kvplan.layout import CacheLayout
+from kvplan.readers.model import ReadModel
 from kvplan.weights.count import count_parameters
 from kvplan.weights.result import ParamCount, Part, Role, WeightTensor
 from kvplan.weights.tensors import _cdiv
@@ -172,7 +172,7 @@ def _keep_rules(entries: object) -> tuple[frozenset[Part], bool, list[str], bool
     return frozenset(parts), experts, notes, understood
 
 
-def config_format(layout: CacheLayout) -> WeightFormat | None:
+def config_format(read: ReadModel) -> WeightFormat | None:
     """Rule quantization_config: the checkpoint's own storage, or None when it has no quantization_config.
 
     fp8 with weight_block_size [a, b] (DeepSeek-V3/R1/V3.2, Kimi-K2, MiMo-V2-Flash): 1 B per value + one
@@ -182,7 +182,7 @@ def config_format(layout: CacheLayout) -> WeightFormat | None:
     (GEMM) / AutoGPTQ store them. mxfp4 (gpt-oss): 17 B per 32 values for every matrix not in
     modules_to_not_convert, which keeps attention, routers, embeddings and the head bf16: experts only.
     """
-    raw = layout.raw.get("quantization_config")
+    raw = read.config.keys.get("quantization_config")
     if not isinstance(raw, Mapping):
         return None
     base = 2
@@ -211,7 +211,7 @@ def config_format(layout: CacheLayout) -> WeightFormat | None:
         bits = raw.get("bits", raw.get("w_bit", 4))
         group = raw.get("group_size", raw.get("q_group_size", 128))
         if not isinstance(bits, int) or not isinstance(group, int) or bits <= 0:
-            raise ConfigError(layout.model, "quantization bits", ("quantization_config.bits",), f"{bits!r}")
+            raise ConfigError(read.layout.model, "quantization bits", ("quantization_config.bits",), f"{bits!r}")
         scheme = Scheme.AWQ if method == "awq" else Scheme.GPTQ
         group = max(group, 0)  # group_size -1: one group per output channel (per-channel scales)
         shown = f"group {group}" if group else "per channel"
@@ -293,23 +293,25 @@ class WeightEstimate:
         return tuple(out)
 
 
-def weight_bytes(layout: CacheLayout, *, dtype: str | None = None, kv_heads: int | None = None) -> WeightEstimate:
-    """Weight bytes: parameters x their storage.
+def weight_bytes(read: ReadModel, *, dtype: str | None = None, kv_heads: int | None = None) -> WeightEstimate:
+    """Weight bytes of a model as its reader read it (:func:`kvplan.resolve.read_model`): parameters x their
+    storage. A GGUF model's are exact from the tensors its file lists.
 
     ``dtype`` names the storage of every weight (float32, float16, bfloat16) or of the decoder's weight
     matrices (fp8, int8, int4, mxfp4, nvfp4; the rest stays 16-bit); None or ``auto`` means the checkpoint's
     quantization_config when it has one, else the 16-bit serving dtype (as :func:`kvplan.formula.serving_dtype`:
     fp32 checkpoints are served in 16 bits).
     """
+    layout = read.layout
     if layout.file_tensors:
         from kvplan.weights.gguf import file_weight_bytes
 
         return file_weight_bytes(layout, dtype=dtype, kv_heads=kv_heads)
-    params = count_parameters(layout, kv_heads)
+    params = count_parameters(read, kv_heads)
     notes = list(params.notes)
     fmt: WeightFormat | None
     if dtype is None or dtype.strip().lower() == "auto":
-        fmt = config_format(layout)
+        fmt = config_format(read)
         if fmt is None:
             name, why = serving_dtype(layout)
             fmt = replace(_plain(name, 2), label=f"{name} (2 B per parameter: {why})")
