@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -343,11 +342,6 @@ def render_spectrum(console: Console, report: SizeReport, units: str) -> None:
         for p in report.spectrum
     ]
     print_table(console, f"G spectrum (ctx {est.ctx:,}, batch {est.batch:,})", columns, rows)
-
-
-def print_json(text: str) -> None:
-    """JSON on stdout. JSON already escapes C0 controls; DEL, C1 and bidi controls get \\u escapes too."""
-    sys.stdout.write(_CONTROL.sub(lambda m: f"\\u{ord(m[0]):04x}", text) + "\n")
 
 
 def print_error(message: str) -> None:
@@ -1179,3 +1173,17 @@ def render_ranks(report: RanksReport, units: str = "iec", console: Console | Non
         say(console, Text(f"rank {r.rank} ran out of memory: the plan does not fit on its device", style="bold"))
     say(console)
     _render_checks(console, report.checks)
+
+
+def render_report(report: object, units: str = "iec") -> None:
+    """Render any command's report as text: the one entry the CLI calls (kvplan/cli/emit.py). Keyed by the
+    report's class name, so rendering a size report imports neither the solver nor verify."""
+    renderers: dict[str, Callable[[Any, str], None]] = {
+        "SizeReport": render_size,
+        "CapacityReport": render_capacity,
+        "FitReport": render_fit,
+        "PickGReport": render_pick_g,
+        "VerifyReport": render_verify,
+        "RanksReport": render_ranks,
+    }
+    renderers[type(report).__name__](report, units)

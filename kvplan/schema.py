@@ -13,6 +13,7 @@ only when ``--json`` is asked for: no work at import beyond defining the writers
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import fields, is_dataclass
 from enum import Enum
 from fractions import Fraction
@@ -102,9 +103,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: What JSON's own escaping leaves raw and a terminal would act on: DEL, the C1 controls and the bidirectional
+#: overrides (json.dumps already escapes C0 controls). Config text is untrusted; these get \\u escapes.
+_CONTROL = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def dump(report: object) -> str:
-    """The JSON text of a report (or of :func:`models` / :func:`gpus`'s document)."""
-    return json.dumps(_plain(report), indent=2, ensure_ascii=False)
+    """The JSON text of a report (or of :func:`models` / :func:`gpus`'s document), safe to print: DEL, C1 and
+    bidi controls in config text come out as \\u escapes."""
+    text = json.dumps(_plain(report), indent=2, ensure_ascii=False)
+    return _CONTROL.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
 def _kv_dtype(types: CacheTypes) -> str:

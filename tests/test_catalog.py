@@ -41,6 +41,15 @@ def test_every_alias_points_at_a_bundled_model() -> None:
         assert resolve(alias).model_id == target
 
 
+def test_the_alias_reader_reads_what_yaml_reads() -> None:
+    """kvplan reads aliases.yaml line by line (no PyYAML import on the planning path): the same table."""
+    from kvplan.catalog import _alias_table
+
+    table = yaml.safe_load((MODELS / "aliases.yaml").read_text())["aliases"]
+    assert dict(_alias_table().values()) == table
+    assert set(_alias_table()) == {alias.lower() for alias in table}
+
+
 def test_sources_list_every_bundled_file() -> None:
     sources = (MODELS / "SOURCES.md").read_text()
     for path in MODELS.glob("*/*/*.json"):

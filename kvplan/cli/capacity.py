@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from kvplan.cli.app import app
+from kvplan.cli.emit import emit
 from kvplan.cli.options import (
     AsyncOpt,
     BatchedOpt,
@@ -132,15 +133,4 @@ def capacity(
         images=images,
         strict=strict,
     )
-    from kvplan.render import print_warnings
-
-    print_warnings(report.warnings)
-    if json:
-        from kvplan import schema
-        from kvplan.render import print_json
-
-        print_json(schema.dump(report))
-        return
-    from kvplan.render import render_capacity
-
-    render_capacity(report, units.value)
+    emit(report, json=json, units=units, warnings=report.warnings)

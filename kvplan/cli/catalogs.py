@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kvplan.cli.app import app
+from kvplan.cli.emit import write_json
 from kvplan.cli.options import GpuFileOpt, JsonOpt, Units, UnitsOpt
 
 
@@ -14,9 +15,8 @@ def models(json: JsonOpt = False, units: UnitsOpt = Units.iec) -> None:
     rows = plan.list_models()
     if json:
         from kvplan import schema
-        from kvplan.render import print_json
 
-        print_json(schema.dump(schema.models(rows)))
+        write_json(schema.models(rows))
         return
     from kvplan.render import render_models
 
@@ -31,9 +31,8 @@ def gpus(gpu_file: GpuFileOpt = None, json: JsonOpt = False, units: UnitsOpt = U
     rows = gpu_rows(load_catalog(gpu_file or ()))
     if json:
         from kvplan import schema
-        from kvplan.render import print_json
 
-        print_json(schema.dump(schema.gpus(rows)))
+        write_json(schema.gpus(rows))
         return
     from kvplan.render import render_gpus
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kvplan.cli.app import app
+from kvplan.cli.emit import emit
 from kvplan.cli.options import (
     AsyncOpt,
     BatchedOpt,
@@ -93,15 +94,4 @@ def size(
         images=images,
         strict=strict,
     )
-    from kvplan.render import print_warnings
-
-    print_warnings(report.warnings)
-    if json:
-        from kvplan import schema
-        from kvplan.render import print_json
-
-        print_json(schema.dump(report))
-        return
-    from kvplan.render import render_size
-
-    render_size(report, units.value)
+    emit(report, json=json, units=units, warnings=report.warnings)

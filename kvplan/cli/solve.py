@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from kvplan.cli.app import app
+from kvplan.cli.emit import emit
 from kvplan.cli.options import (
     AsyncOpt,
     BatchedOpt,
@@ -114,18 +115,7 @@ def pick_g(
         images=images,
         strict=strict,
     )
-    from kvplan.render import print_warnings
-
-    print_warnings(report.warnings)
-    if json:
-        from kvplan import schema
-        from kvplan.render import print_json
-
-        print_json(schema.dump(report))
-    else:
-        from kvplan.render import render_pick_g
-
-        render_pick_g(report, units.value)
+    emit(report, json=json, units=units, warnings=report.warnings)
     if check and not report.all_fit:
         from kvplan.render import print_note
 
@@ -195,18 +185,7 @@ def fit(
         images=images,
         strict=strict,
     )
-    from kvplan.render import print_warnings
-
-    print_warnings(report.warnings)
-    if json:
-        from kvplan import schema
-        from kvplan.render import print_json
-
-        print_json(schema.dump(report))
-    else:
-        from kvplan.render import render_fit
-
-        render_fit(report, units.value)
+    emit(report, json=json, units=units, warnings=report.warnings)
     if check and not report.fits:
         from kvplan.render import print_note
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from kvplan.cli.app import app
+from kvplan.cli.emit import emit, warn
 from kvplan.cli.options import (
     BatchOpt,
     CtxOpt,
@@ -125,10 +126,9 @@ def verify(
     read = None
     if model is not None:
         from kvplan.plan import load
-        from kvplan.render import print_warnings
 
         read = load(model, images=images, strict=strict)
-        print_warnings(read.layout.warnings)
+        warn(read.layout.warnings)
     world = tensor_parallel_size * pipeline_parallel_size
     if world > 1 or tensor_parallel_size < 1 or pipeline_parallel_size < 1:
         _verify_ranks(
@@ -188,15 +188,7 @@ def verify(
             report = verifier.run_verify(
                 plans, chosen, max_bytes=cap, gpu=gpu, timing=timing, probe=not no_probe, on_progress=on_progress
             )
-    if json:
-        from kvplan import schema
-        from kvplan.render import print_json
-
-        print_json(schema.dump(report))
-    else:
-        from kvplan.render import render_verify
-
-        render_verify(report, units.value)
+    emit(report, json=json, units=units)
     if save_gpu:
         _save([report])
     if not report.ok:
@@ -296,15 +288,7 @@ def _verify_ranks(
 def _print_ranks(report: RanksReport, *, json: bool, units: Units) -> None:
     from kvplan.render import print_error
 
-    if json:
-        from kvplan import schema
-        from kvplan.render import print_json
-
-        print_json(schema.dump(report))
-    else:
-        from kvplan.render import render_ranks
-
-        render_ranks(report, units.value)
+    emit(report, json=json, units=units)
     for check in report.refuted:
         print_error(
             f"refuted: {check.name}: predicted {check.predicted_bytes:,} B, measured "
