@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import kvplan
 from kvplan.cli import app
 from kvplan.readers.gguf import read_header
 from kvplan.resolve import load_model, load_read_model
@@ -259,3 +260,18 @@ def test_unread_gguf_key_warns_and_strict_refuses(tmp_path: Path) -> None:
     assert code == 2
     assert out == ""
     assert "llama.attention.sliding_window" in err
+
+
+def test_llama_server_loads_a_gguf_file_and_says_how_to_make_one_from_a_config(smollm2: Path) -> None:
+    """llama-server runs GGUF files: a GGUF model's command loads its own file (-m PATH); a model planned from
+    its config.json gets -m with the file a conversion would make, and a note saying how (its -hf takes only Hub
+    repos that hold GGUF files, which a transformers checkpoint's does not)."""
+    from_file = kvplan.fit(str(smollm2), gpu="rtx-4090", ctx=4096, engine="llama.cpp")
+    assert from_file.launch_command is not None
+    assert from_file.launch_command[1:3] == ("-m", str(smollm2))
+    assert not any("convert_hf_to_gguf" in note for note in from_file.launch_notes)
+    model = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    from_config = kvplan.fit(model, gpu="rtx-4090", ctx=4096, engine="llama.cpp")
+    assert from_config.launch_command is not None
+    assert from_config.launch_command[1:3] == ("-m", "SmolLM2-135M-Instruct.gguf")
+    assert any("convert_hf_to_gguf.py" in note and model in note for note in from_config.launch_notes)

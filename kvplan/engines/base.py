@@ -132,6 +132,8 @@ class LaunchPlan:
     auto_dtype: str = ""
     #: A KV memory the plan was given in bytes rather than derived from a GPU (vLLM --kv-cache-memory-bytes).
     kv_cache_memory_bytes: int | None = None
+    #: Whether the model was read from a GGUF file (llama.cpp runs GGUF files only).
+    gguf: bool = False
 
 
 def engine_dtype(plan_dtype: str, auto_dtype: str, spellings: dict[str, str], engine: str, option: str) -> str:
@@ -521,7 +523,7 @@ class Engine(ABC):
         """The launch command for ``plan`` on ``layout``, and what it needs besides its arguments."""
         auto = self.cache_types(layout, "auto", None, None).k.name
         method = "mtp" if layout.mtp_layers else "eagle"
-        plan = replace(plan, auto_dtype=auto, speculative_method=method)
+        plan = replace(plan, auto_dtype=auto, speculative_method=method, gguf=bool(layout.file_tensors))
         command = self.launch_command(plan)
         notes = []
         if command is not None and plan.opts.speculative_layers and method == "eagle":

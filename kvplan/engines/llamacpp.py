@@ -185,7 +185,8 @@ class LlamaCppEngine(Engine):
         unified stream (-kvu) shares among -np sequences; -ctk / -ctv the K and V types (a quantized V needs flash
         attention, -fa on); -hf names a Hub repo, -m a local GGUF file."""
         opts = plan.opts
-        source = ["-m", plan.model] if plan.model.lower().endswith(".gguf") else ["-hf", plan.model]
+        source = ["-m", self.gguf_file(plan)] if not plan.gguf or plan.model.lower().endswith(".gguf") else []
+        source = source or ["-hf", plan.model]
         k = self.cache_type_flag(plan.k_dtype or plan.kv_cache_dtype)
         v = self.cache_type_flag(plan.v_dtype or plan.kv_cache_dtype)
         args = [
@@ -209,6 +210,24 @@ class LlamaCppEngine(Engine):
         if opts.swa_full:
             args.append("--swa-full")
         return tuple(args)
+
+    @staticmethod
+    def gguf_file(plan: LaunchPlan) -> str:
+        """The GGUF file -m loads: the model's own path, or, for a model planned from its config.json, the file a
+        conversion of it would be (named after the repo; llama-server's -hf takes only repos that hold GGUF
+        files, which a transformers checkpoint's does not)."""
+        if plan.gguf:
+            return plan.model
+        return plan.model.rstrip("/").rsplit("/", 1)[-1] + ".gguf"
+
+    def launch_notes(self, plan: LaunchPlan) -> tuple[str, ...]:
+        if plan.gguf:
+            return ()
+        return (
+            f"llama.cpp runs GGUF files and {plan.model} was planned from its config: convert the checkpoint to "
+            f"{self.gguf_file(plan)} (llama.cpp's convert_hf_to_gguf.py), or give -hf a Hub repo that holds a GGUF "
+            "conversion of it",
+        )
 
     def rules(self, layout: CacheLayout, ctx: int, batch: int, opts: EngineOptions) -> list[str]:
         out = [
