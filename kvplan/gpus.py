@@ -768,6 +768,7 @@ def budget_lines(b: Budget, units: str = "iec") -> list[str]:
     lines = [headline, f"usable{per}: {exact_and_human(b.usable_bytes, units)}; {b.gpu.source}"]
     if b.rule.version:
         lines.append(f"rules: {b.rule.engine} {b.rule.version} ({spell(Param.ENGINE_VERSION)})")
+    lines += list(b.rule.settings)
     if b.rule.fraction_note != spell(Param.UTILIZATION):
         lines.append(f"fraction: {b.rule.fraction_note}")
     if b.rule.basis is BudgetBasis.TOTAL:

@@ -9,6 +9,7 @@ from fractions import Fraction
 import pytest
 
 from kvplan.engines import EngineOptions, capacity, get_engine
+from kvplan.engines.vllm import VLLMEngine
 from kvplan.errors import OptionError
 from kvplan.layout import LayerKind
 from kvplan.resolve import load_model
@@ -178,3 +179,30 @@ def test_trtllm_rounds_the_block_count_up() -> None:
     assert cap.num_blocks == 631
     assert cap.kv_tokens == 631 * 64
     assert any("ceil(max_tokens / 64)" in line for line in cap.lines)
+
+
+# ---- the settings a vLLM budget was computed with -----------------------------------------------------------
+
+
+def test_vllm_budget_names_its_batch_defaults_and_scheduling() -> None:
+    """EngineArgs.get_batch_defaults: vllm serve takes 8,192 tokens / 1,024 sequences on a GPU of at least 70 GiB
+    that is not an A100, 2,048 / 256 on an A100 (PR #17885); a default token budget is capped at max_num_seqs x
+    max_model_len (2 x 1,024 = 2,048 here); async scheduling is on by default from 0.14.0, off in 0.13."""
+    import kvplan
+
+    def settings(gpu: str, **kw: object) -> tuple[str, ...]:
+        return kvplan.fit(LLAMA31_8B, gpu=gpu, ctx=kw.pop("ctx", 8192), engine="vllm", **kw).budget.rule.settings
+
+    h100, a100 = settings("h100"), settings("a100-80g")
+    assert h100[0].startswith("max_num_batched_tokens 8,192, max_num_seqs 1,024: vllm serve's defaults on a GPU of")
+    assert a100[0].startswith("max_num_batched_tokens 2,048, max_num_seqs 256: vllm serve's defaults on an A100")
+    assert h100[1] == "async scheduling on (vLLM 0.33.0's default): 2 batches in flight"
+    capped = settings("h100", ctx=1024, options=vllm_opts(max_num_seqs=2))
+    assert capped[0].startswith("max_num_batched_tokens 2,048, max_num_seqs 2:")
+    assert "capped at max_num_seqs x max_model_len 1,024" in capped[0]
+    vllm = get_engine("vllm")
+    assert isinstance(vllm, VLLMEngine)
+    old = vllm.settings(vllm_opts(engine_version="0.13"), 8192)  # a 0.13 budget is refused: its peak is unmodelled
+    assert old[1] == "async scheduling off (vLLM 0.13.0's default): 1 batch in flight"
+    given = settings("h100", reserve_bytes=2**30)
+    assert given == ()  # --reserve replaces the engine's terms: no settings behind them

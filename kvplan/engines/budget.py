@@ -54,6 +54,8 @@ class KvBudget:
     fraction_note: str = ""
     #: The engine version whose rules produced the terms ("" when the engine names none).
     version: str = ""
+    #: The engine settings the terms were computed with, and where each came from (vLLM's batch defaults).
+    settings: tuple[str, ...] = ()
 
     @property
     def terms_bytes(self) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import ClassVar
 
@@ -168,9 +168,9 @@ class VLLMEngine(Engine):
         if memory is None:
             return 8192, 1024, f"no {spell(Param.GPU)}: vllm serve's defaults on a GPU of at least 70 GiB"
         big = memory >= 70 * GiB and "a100" not in opts.device_name.lower()
-        where = "at least 70 GiB, not an A100" if big else "under 70 GiB or an A100"
+        where = "a GPU of at least 70 GiB that is not an A100" if big else "an A100 or a GPU under 70 GiB"
         tokens, seqs = (8192, 1024) if big else (2048, 256)
-        return tokens, seqs, f"vllm serve on a GPU of {where} ({memory / GiB:.2f} GiB)"
+        return tokens, seqs, f"vllm serve's defaults on {where} (this one: {memory / GiB:.2f} GiB)"
 
     def batch_limits(self, opts: EngineOptions, max_model_len: int) -> tuple[int, int]:
         """The max_num_batched_tokens and max_num_seqs vLLM runs with (_set_default_max_num_seqs_and_batched_
@@ -191,9 +191,11 @@ class VLLMEngine(Engine):
         """Tokens a sliding layer keeps beyond its window: max_num_batched_tokens x the batches in flight (2 with
         async scheduling at pp 1: the scheduler plans step n + 1 while step n runs; pp batches with pp stages)."""
         batched = self.batch_limits(opts, max_model_len)[0]
+        return batched * self.batches_in_flight(opts)
+
+    def batches_in_flight(self, opts: EngineOptions) -> int:
         pp = opts.pipeline_parallel_size
-        batches = (2 if pp == 1 else pp) if self.async_scheduling(opts) else pp
-        return batched * batches
+        return (2 if pp == 1 else pp) if self.async_scheduling(opts) else pp
 
     def pages_per_request(self, layer: LayerSpec, block: int, ctx: int, opts: EngineOptions) -> int:
         if layer.kind is LayerKind.STATE:
@@ -318,6 +320,7 @@ class VLLMEngine(Engine):
                 f"sliding / chunked layers reserve the window plus {self.in_flight(opts, ctx):,} in-flight tokens "
                 "(max_num_batched_tokens x batches in flight) per request"
             )
+            out += self.settings(opts, ctx)
         if any(layer.kind is LayerKind.STATE for layer in layout.layers):
             mode = (
                 "align mode (prefix caching on): 2 pages, Mamba2 +1 checkpoint"
@@ -491,7 +494,26 @@ class VLLMEngine(Engine):
         """--gpu-memory-utilization is a share of the whole GPU (request_memory, vllm/v1/worker/utils.py):
         ceil(usable x fraction), of which the KV cache gets what the weights and the profiled terms
         (:meth:`overhead_terms`) leave."""
-        return self.whole_gpu_budget(usable, weights, reserve, fraction, work)
+        rule = self.whole_gpu_budget(usable, weights, reserve, fraction, work)
+        if work is None or reserve is not None:
+            return rule
+        return replace(rule, settings=self.settings(work.opts, work.max_model_len))
+
+    def settings(self, opts: EngineOptions, max_model_len: int) -> tuple[str, ...]:
+        """The batch limits and the scheduling the terms and the sliding layers use, each with where it came from:
+        the option, or vLLM's default and its rule."""
+        tokens, seqs = self.batch_limits(opts, max_model_len)
+        if opts.max_num_batched_tokens is not None and opts.max_num_seqs is not None:
+            why = "as given"
+        else:
+            why = f"{self.batch_defaults(opts)[2]}; EngineArgs.get_batch_defaults"
+            if opts.max_num_batched_tokens is None and tokens < self.batch_defaults(opts)[0]:
+                why += f", the token budget capped at max_num_seqs x max_model_len {max_model_len:,}"
+        on = self.async_scheduling(opts)
+        batches = self.batches_in_flight(opts)
+        given = "as given" if opts.async_scheduling is not None else f"vLLM {self.version_text(opts)}'s default"
+        scheduling = f"async scheduling {'on' if on else 'off'} ({given}): {batches} batch{'es' if batches > 1 else ''}"
+        return (f"max_num_batched_tokens {tokens:,}, max_num_seqs {seqs:,}: {why}", f"{scheduling} in flight")
 
     def capacity(
         self,
