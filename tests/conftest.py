@@ -17,19 +17,6 @@ settings.register_profile("kvplan", derandomize=True)
 settings.load_profile("kvplan")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (--dist loadgroup, the default in pyproject): every oracle test of one model runs in one
-    worker, so transformers builds each model once there; the wheel is built once for the packaging tests."""
-    from .oracle_hf import group_key
-
-    for item in items:
-        key = group_key(item) if item.get_closest_marker("oracle") else None
-        if item.get_closest_marker("packaging"):
-            key = "packaging"
-        if key is not None:
-            item.add_marker(pytest.mark.xdist_group(key))
-
-
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Point HF_HOME and the user config dir at tmp folders and forbid the Hub: no test touches the network."""

@@ -193,16 +193,6 @@ def param_count(raw: dict[str, Any]) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def group_key(item: pytest.Item) -> str | None:
-    """The model an oracle test builds (its model_id / model / case / name parameter): tests/conftest.py runs
-    every test of one model in one xdist worker, so each model is built once and its reference shared."""
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    for name in ("model_id", "model", "case", "name"):
-        if isinstance(params.get(name), str):
-            return f"oracle:{params[name]}"
-    return None
-
-
 @cache
 def reference(model_id: str, dtype_name: str = "bfloat16") -> Reference:
     raw = raw_config(model_id)

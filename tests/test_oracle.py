@@ -1,7 +1,8 @@
 """The oracle: `kvplan size M --engine hf --ctx S --batch B --json` equals, to the byte, the sum of nbytes of
 every tensor transformers' own cache holds after a forward pass on the meta device (keys, values, conv and
-recurrent states, indexer keys), for S shorter and longer than the model's sliding window / chunk; and the
-ideal figure equals it for models whose layers are all plain full attention."""
+recurrent states, indexer keys), for S shorter and longer than the model's sliding window / chunk; the ideal
+figure equals it for models whose layers are all plain full attention; and kvplan's parameter count equals
+transformers' for every bundled model it can build."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kvplan.cli import app
+from kvplan.resolve import load_read_model
+from kvplan.weights import count_parameters
 
 from .oracle_hf import FIXTURES, build, bundled_ids, forward_cache, image_states, reference, reference_for
 
@@ -39,28 +42,31 @@ def kvplan_json(model_id: str, seq: int, batch: int, engine: str, *extra: str) -
     return data
 
 
+def check_weights(model_id: str, expected: int) -> None:
+    """kvplan's parameter count equals transformers' sum(p.numel()) (within 1% where kvplan says it estimates)."""
+    count = count_parameters(load_read_model(model_id))
+    if count.exact:
+        assert count.total == expected, (model_id, count.total, expected)
+    else:
+        assert abs(count.total - expected) <= expected // 100, (model_id, count.total, expected, count.notes)
+
+
 @pytest.mark.parametrize("model_id", bundled_ids())
-def test_hf_engine_matches_transformers_cache(model_id: str) -> None:
+def test_transformers_agrees_on_the_cache_and_the_weights(model_id: str) -> None:
+    """One test per bundled model, so transformers builds it once (whichever worker runs it): the hf engine's
+    total equals the cache's nbytes at every point, the ideal total too where every layer is plain attention,
+    and the parameter count equals transformers'."""
     ref = reference(model_id)
     if not ref.supported:
         pytest.skip(ref.reason)
     for (seq, batch), nbytes in ref.cache_nbytes:
-        data = kvplan_json(model_id, seq, batch, "hf")
-        assert data["total_bytes"] == nbytes, (model_id, seq, batch)
-
-
-@pytest.mark.parametrize("model_id", bundled_ids())
-def test_ideal_matches_transformers_for_plain_attention(model_id: str) -> None:
-    ref = reference(model_id)
-    if not ref.supported:
-        pytest.skip(ref.reason)
-    data = kvplan_json(model_id, 8, 1, "ideal")
-    if data["attention_kinds"] != ["full_attention"]:
-        pytest.skip("not all layers plain attention: the hf engine test covers this family")
-    if model_id == "tiiuae/falcon-40b":
-        pytest.skip("transformers broadcasts Falcon-40B's K/V to all 128 heads: the hf engine test covers it")
-    for (seq, batch), nbytes in ref.cache_nbytes:
-        assert kvplan_json(model_id, seq, batch, "ideal")["total_bytes"] == nbytes, (model_id, seq, batch)
+        assert kvplan_json(model_id, seq, batch, "hf")["total_bytes"] == nbytes, ("hf", model_id, seq, batch)
+    # transformers broadcasts Falcon-40B's K/V to all 128 heads (the hf engine's rule); ideal keeps 8.
+    plain = kvplan_json(model_id, 8, 1, "ideal")["attention_kinds"] == ["full_attention"]
+    if plain and model_id != "tiiuae/falcon-40b":
+        for (seq, batch), nbytes in ref.cache_nbytes:
+            assert kvplan_json(model_id, seq, batch, "ideal")["total_bytes"] == nbytes, ("ideal", model_id, seq)
+    check_weights(model_id, ref.param_count)
 
 
 def test_hf_keeps_an_fp32_checkpoint_in_fp32() -> None:

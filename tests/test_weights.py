@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from kvplan.catalog import bundled_models
 from kvplan.errors import OptionError, UnknownDtypeError
 from kvplan.readers.model import ReadModel
 from kvplan.resolve import load_read_model
@@ -28,7 +27,7 @@ from kvplan.weights import (
     weight_format,
 )
 
-from .oracle_hf import param_count, reference
+from .oracle_hf import param_count
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "models"
 
@@ -326,16 +325,7 @@ def _check(read: ReadModel, expected: int) -> None:
         assert abs(count.total - expected) <= expected // 100, (count.total, expected, count.notes)
 
 
-# On the meta device no weights are allocated. A bundled model is built once for this count and the cache
-# oracle (tests/oracle_hf.py reference, shared within the xdist worker every test of that model runs in).
-@pytest.mark.oracle
-@pytest.mark.parametrize("model", [m.model_id for m in bundled_models().values()])
-def test_oracle_bundled(model: str) -> None:
-    ref = reference(model)
-    if not ref.supported:
-        pytest.skip(ref.reason)
-    _check(load_read_model(model), ref.param_count)
-
+# The bundled models' counts are checked in tests/test_oracle.py, with the cache, from one build of each.
 
 B = {
     "hidden_size": 64,
