@@ -22,7 +22,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from kvplan import catalog, local_models
 from kvplan.catalog import CONFIG_NAMES, load_json_text
@@ -378,6 +377,8 @@ def hub_endpoint() -> str:
         return _DEFAULT_ENDPOINT
     text = value.strip()
     try:
+        from urllib.parse import urlsplit
+
         parts = urlsplit(text)
         ok = parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in text)
         ok = ok and (parts.port is None or parts.port > 0)  # .port raises ValueError for a bad port

@@ -1,20 +1,27 @@
 """The ``kvplan`` command line: parses flags, calls the library, hands results to render. Nothing else.
 
-:mod:`kvplan.cli.app` holds the typer app and maps errors to messages and exit codes in one place;
-:mod:`kvplan.cli.options` declares the shared options once; one module per command group registers its commands
-(imported here in the order ``kvplan --help`` lists them).
+:mod:`kvplan.cli.core` holds the typer app and maps errors to messages and exit codes in one place;
+:mod:`kvplan.cli.options` declares the shared options once; one module per command group registers its commands.
+``from kvplan.cli import app`` is the whole app, every command registered (in the order ``kvplan --help`` lists
+them); the console script (:func:`main`) registers only the command it runs.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from kvplan.cli.app import app, main
+from kvplan.cli.core import COMMAND_MODULES, load_commands, main
 from kvplan.errors import ExitCode
 
-#: Command modules, in the order ``kvplan --help`` lists their commands (importing one registers its commands).
-COMMAND_MODULES = ("size", "catalogs", "solve", "capacity", "verify")
-for _name in COMMAND_MODULES:
-    import_module(f"kvplan.cli.{_name}")
+if TYPE_CHECKING:
+    import typer
 
-__all__ = ["ExitCode", "app", "main"]
+    app: typer.Typer
+
+__all__ = ["COMMAND_MODULES", "ExitCode", "app", "main"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return load_commands(None)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kvplan.cli.app import app
+from kvplan.cli.core import app
 from kvplan.cli.emit import write_json
 from kvplan.cli.options import GpuFileOpt, JsonOpt, Units, UnitsOpt
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kvplan.cli.app import app
+from kvplan.cli.core import app
 from kvplan.cli.emit import emit
 from kvplan.cli.options import (
     AsyncOpt,

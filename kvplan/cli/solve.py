@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvplan.cli.app import app
+from kvplan.cli.core import app
 from kvplan.cli.emit import emit
 from kvplan.cli.options import (
     AsyncOpt,

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kvplan.cli.app import app
+from kvplan.cli.core import app
 from kvplan.cli.emit import emit, warn
 from kvplan.cli.options import (
     BatchOpt,
