@@ -744,7 +744,7 @@ def utilization_text(utilization: float) -> str:
 
 
 def budget_lines(b: Budget, units: str = "iec") -> list[str]:
-    """The budget's arithmetic as text lines (render.py prints them): a summary, then each exact term."""
+    """The budget's arithmetic as text lines (kvplan.render prints them): a summary, then each exact term."""
     from kvplan.engines.budget import BudgetBasis
 
     per = " per GPU" if b.count > 1 else ""
