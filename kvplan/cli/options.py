@@ -24,6 +24,7 @@ class Units(StrEnum):
 ModelArg = Annotated[
     str,
     typer.Argument(
+        metavar="MODEL",
         help="Hub id (org/name), bundled or short name (gpt-oss-120b), config.json / params.json or folder.",
     ),
 ]

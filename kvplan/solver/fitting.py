@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from kvplan.gpus import Budget, GpuSelection
     from kvplan.weights import WeightEstimate
 
-#: A context that still fits at 2^50 tokens (a petabyte per GPU at one byte per token) means the cache stopped
-#: growing (state or windowed layers only): the largest context is "unbounded".
 from kvplan.solver.search import CTX_CAP
 from kvplan.solver.shared import _as_counts, _Hardware, _Setup, cap_ctx, gpu_hint, select_gpu, tensor_parallel
 

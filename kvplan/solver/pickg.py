@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     from kvplan.gpus import Budget, GpuSelection
     from kvplan.weights import WeightEstimate
 
-#: A context that still fits at 2^50 tokens (a petabyte per GPU at one byte per token) means the cache stopped
-#: growing (state or windowed layers only): the largest context is "unbounded".
 from kvplan.solver.scenario import Scenario, load_scenario
 from kvplan.solver.shared import (
     GQA_PAPER,
