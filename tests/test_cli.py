@@ -266,6 +266,20 @@ def test_pick_g_chart() -> None:
     assert "-----" in out  # the budget line
 
 
+def test_pick_g_chart_says_where_memory_outreaches_the_model() -> None:
+    """Llama-3.1-8B stops at 131,072 tokens (max_position_embeddings); at G = 1 an H100's budget would hold more.
+    Budget: ceil(85,020,639,232 x 9/10) - 2 GiB reserve - weights at G = 1 (16,060,522,496 - 32 x 2 x 7 x 128 x
+    4,096 x 2 B of K/V projections = 15,590,760,448); KV per token at G = 1, batch 8: 32 x 2 x 128 x 2 x 8 B."""
+    code, out, _ = run(
+        "pick-g", "--model", "meta-llama/Meta-Llama-3.1-8B", "--gpu", "h100", "--ctx", "32K", "--batch", "8", "--chart"
+    )
+    assert code == ExitCode.OK
+    budget = -(-85_020_639_232 * 9 // 10) - 2 * 2**30 - (16_060_522_496 - 32 * 2 * 7 * 128 * 4096 * 2)
+    tokens = budget // (32 * 2 * 128 * 2 * 8)
+    assert f"G = 1 (MQA): fits up to {tokens:,} tokens by memory; the model's limit is 131,072" in out
+    assert "G = 8 (GQA): fits up to 55,609 tokens\n" in out  # within the limit: no note
+
+
 def test_pick_g_check_exits_1_when_nothing_fits() -> None:
     code, out, err = run("pick-g", "--ctx", "1M", "--batch", "64", "--check")
     assert code == ExitCode.REFUTED

@@ -299,6 +299,7 @@ def render_chart(console: Console, report: PickGReport, chart: Chart, units: str
     say(console, Text(title, style="bold"))
     for line in chart_lines(report, chart, units):
         say(console, Text(line))
+    limit = report.context_limit.tokens if report.context_limit is not None else None
     for k, series in enumerate(chart.series):
         choice = report.choice(series.g)
         if series.max_ctx is None:
@@ -307,6 +308,8 @@ def render_chart(console: Console, report: PickGReport, chart: Chart, units: str
             reach = "does not fit at any context"
         else:
             reach = f"fits up to {series.max_ctx:,} tokens"
+        if limit is not None and (series.max_ctx is None or series.max_ctx > limit):
+            reach = f"{reach} by memory; the model's limit is {limit:,}"
         say(console, Text(f"  {_MARKERS[k % len(_MARKERS)]}  G = {series.g} ({choice.attention}): {reach}"))
 
 
