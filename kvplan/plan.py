@@ -337,6 +337,7 @@ def capacity(
     else:
         from kvplan.gpus import budget, budget_lines
         from kvplan.solver import engine_options, select_gpu, tensor_parallel
+        from kvplan.solver.shared import check_one_stage
         from kvplan.weights import forward_shape, weight_bytes
 
         assert gpu is not None
@@ -344,6 +345,7 @@ def capacity(
             select_gpu(gpu, num_gpus=num_gpus, gpu_files=gpu_files),
             None if opts.tensor_parallel_size == 1 else opts.tensor_parallel_size,
         )
+        check_one_stage(profile, selection.count, opts.pipeline_parallel_size)
         opts = engine_options(opts, selection, tp)
         weights = weight_bytes(read, dtype=None if weights_dtype == AUTO else weights_dtype, kv_heads=kv_heads)
         per_gpu_weights = weights.bytes_per_gpu(tp)

@@ -509,3 +509,22 @@ def test_size_warns_beyond_the_models_context() -> None:
     assert any("beyond the model's max_position_embeddings 40,960" in n for n in notes)
     _, plain, _ = run("size", "Qwen/Qwen3-8B", "--ctx", "40960", "--json")
     assert not any("beyond" in n for n in json.loads(plain)["notes"])
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        # 2 GPUs as tp 2 x pp 2 = 4 ranks, with each GPU's weights taken as half the model (tp only): wrong before.
+        (["capacity", "meta-llama/Meta-Llama-3.1-8B", "--gpu", "2xh100", "--engine", "vllm", "-pp", "2"], "--pipeline"),
+        (["fit", "Qwen/Qwen2.5-Math-72B-Instruct", "--gpu", "2xh100", "--engine", "llama.cpp"], "--gpu"),
+        (["pick-g", "--model", "Qwen/Qwen2.5-Math-72B-Instruct", "--gpu", "2xh100", "--engine", "llama.cpp"], "--gpu"),
+    ],
+)
+def test_a_gpu_budget_split_into_pipeline_stages_is_refused(args: list[str], flag: str) -> None:
+    """Each stage holds other weights and its own layers' KV (vLLM gives every worker the smallest stage's
+    blocks): one per-GPU budget would be a wrong number, so it is refused until stages are planned one by one."""
+    code, _, err = run(*args)
+    assert code == ExitCode.USAGE
+    assert err.startswith(f"kvplan: error: {flag}")
+    assert "pipeline stages from a GPU budget are not planned yet" in err
+    assert "--pipeline-parallel-size N --kv-memory BYTES" in err

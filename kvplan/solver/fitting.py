@@ -21,7 +21,16 @@ if TYPE_CHECKING:
     from kvplan.weights import WeightEstimate
 
 from kvplan.solver.search import CTX_CAP
-from kvplan.solver.shared import _as_counts, _Hardware, _Setup, cap_ctx, gpu_hint, select_gpu, tensor_parallel
+from kvplan.solver.shared import (
+    _as_counts,
+    _Hardware,
+    _Setup,
+    cap_ctx,
+    check_one_stage,
+    gpu_hint,
+    select_gpu,
+    tensor_parallel,
+)
 
 
 @dataclass(frozen=True)
@@ -233,6 +242,7 @@ def fit_for_layout(
     engine, engine_note = engine_for(layout, engine)
     ctxs, batches = _as_counts(ctx, Param.CTX), _as_counts(batch, Param.BATCH)
     gpu, tp = tensor_parallel(gpu, tensor_parallel_size)
+    check_one_stage(get_engine(engine), gpu.count)
     hw = _Hardware(get_engine(engine), gpu, utilization, reserve_bytes, options or EngineOptions(), max(ctxs))
     own = layout.kv_heads if layout.attention_layers else None
     if kv_heads is not None:

@@ -29,6 +29,7 @@ from kvplan.solver.shared import (
     _Hardware,
     _Setup,
     cap_ctx,
+    check_one_stage,
     gpu_hint,
     quality_note,
     select_gpu,
@@ -341,6 +342,7 @@ def pick_g_for_layout(
     engine, engine_note = engine_for(layout, engine)
     ctxs, batches = _as_counts(ctx, Param.CTX), _as_counts(batch, Param.BATCH)
     gpu, tp = tensor_parallel(gpu, tensor_parallel_size)
+    check_one_stage(get_engine(engine), gpu.count)
     hw = _Hardware(get_engine(engine), gpu, utilization, reserve_bytes, options or EngineOptions(), max(ctxs))
     if not layout.attention_layers:
         kinds = ", ".join(k.value for k in layout.kinds)

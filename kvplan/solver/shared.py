@@ -105,6 +105,21 @@ def tensor_parallel(gpu: GpuSelection, tp: int | None) -> tuple[GpuSelection, in
     return replace(gpu, count=tp), tp
 
 
+def check_one_stage(engine: Engine, gpus: int, pp: int = 1) -> None:
+    """Refuse a GPU budget split into pipeline stages, which is not planned yet: each stage holds other weights
+    (the embedding on the first, the LM head on the last) and its own layers' KV, and vLLM gives every worker the
+    smallest stage's block count, so one per-GPU budget would be wrong. An engine that splits layers, not heads
+    (llama.cpp), over several GPUs is such a split. A given per-GPU KV memory (capacity) plans it exactly."""
+    if pp > 1 or (gpus > 1 and not engine.shards_heads):
+        split = "" if engine.shards_heads else f"{engine.name} splits layers across GPUs, not heads, so "
+        raise OptionError(
+            Param.PIPELINE_PARALLEL_SIZE if pp > 1 else Param.GPU,
+            f"{split}{gpus if pp == 1 else pp} pipeline stages from a GPU budget are not planned yet (each stage "
+            "holds other weights and its own layers' KV): plan one GPU, or give one GPU's KV memory with "
+            f"kvplan capacity ... {spell(Param.PIPELINE_PARALLEL_SIZE)} N {spell(Param.KV_MEMORY)} BYTES",
+        )
+
+
 def allowed_tp(layout: CacheLayout, engine: Engine) -> tuple[int, ...]:
     """Tensor-parallel sizes this engine accepts for this layout, ascending: tp divides the query heads and
     tp | H_kv or H_kv | tp (engines.check_tp); a model without attention heads tries powers of two to 64."""
