@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 from kvplan.solver.search import CTX_CAP
 from kvplan.solver.shared import (
+    FitsBudget,
     _as_counts,
     _Hardware,
     _Setup,
@@ -97,21 +98,13 @@ class GpusAnswer:
 
 
 @dataclass(frozen=True)
-class FitCheck:
+class FitCheck(FitsBudget):
     """Whether ``batch`` x ``ctx`` fits on the plan's GPUs."""
 
     ctx: int
     batch: int
     kv_bytes: int
     kv_budget_bytes: int
-
-    @property
-    def fits(self) -> bool:
-        return self.kv_bytes <= self.kv_budget_bytes
-
-    @property
-    def headroom_bytes(self) -> int:
-        return self.kv_budget_bytes - self.kv_bytes
 
 
 @dataclass(frozen=True)

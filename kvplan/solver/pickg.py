@@ -25,6 +25,7 @@ from kvplan.solver.scenario import Scenario, load_scenario
 from kvplan.solver.shared import (
     GQA_PAPER,
     SAFE_GROUP,
+    FitsBudget,
     _as_counts,
     _Hardware,
     _Setup,
@@ -65,7 +66,7 @@ class GChoice:
 
 
 @dataclass(frozen=True)
-class GOption:
+class GOption(FitsBudget):
     """One G at one (ctx, batch). Bytes are per GPU."""
 
     g: int
@@ -89,15 +90,6 @@ class GOption:
     def total_bytes(self) -> int:
         """KV + weights per GPU."""
         return self.kv_bytes + self.weights_bytes
-
-    @property
-    def fits(self) -> bool:
-        return self.kv_bytes <= self.kv_budget_bytes
-
-    @property
-    def headroom_bytes(self) -> int:
-        """KV budget left over per GPU (negative: how much is missing)."""
-        return self.kv_budget_bytes - self.kv_bytes
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,23 @@ SAFE_GROUP = 8
 _SSM_TP = (1, 2, 4, 8, 16, 32, 64)
 
 
+class FitsBudget:
+    """What a KV figure against its budget says (per GPU): whether it fits and by how much. Mixed into the
+    frozen report dataclasses that carry ``kv_bytes`` and ``kv_budget_bytes`` (a fit check, a G option)."""
+
+    kv_bytes: int
+    kv_budget_bytes: int
+
+    @property
+    def fits(self) -> bool:
+        return self.kv_bytes <= self.kv_budget_bytes
+
+    @property
+    def headroom_bytes(self) -> int:
+        """KV budget left over per GPU (negative: how much is missing)."""
+        return self.kv_budget_bytes - self.kv_bytes
+
+
 def gpu_hint() -> str:
     gpu = spell(Param.GPU)
     return f"which GPU? e.g. {gpu} a100-80g, {gpu} 8xh100 or {gpu} 80GiB (`kvplan gpus` lists the catalog)"
