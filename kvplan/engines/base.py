@@ -513,11 +513,14 @@ class Engine(ABC):
         version = self.version_label(work.opts) if work is not None else self.VERSION
         return total_fraction_budget(self.name, usable, used, terms, WHOLE_GPU, note, version)
 
-    #: Whether the engine is a server with a launch command (ideal and transformers are not).
-    has_server = False
     #: The flags of the engine's own server that kvplan writes or cites (tests/test_flags.py: every flag a
-    #: message or a launch command names is kvplan's or one of these).
+    #: message or a launch command names is kvplan's or one of these); empty for an engine with no server.
     SERVER_FLAGS: ClassVar[frozenset[str]] = frozenset()
+
+    @property
+    def has_server(self) -> bool:
+        """Whether the engine is a server with a launch command (ideal and transformers are not)."""
+        return bool(self.SERVER_FLAGS)
 
     def launch(self, layout: CacheLayout, plan: LaunchPlan) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
         """The launch command for ``plan`` on ``layout``, and what it needs besides its arguments."""

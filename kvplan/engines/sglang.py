@@ -46,7 +46,6 @@ class SGLangEngine(Engine):
 
     name = "sglang"
     label = "sglang"
-    has_server = True
     #: The flags of the engine's own server that kvplan writes or cites (each cited in :meth:`launch_command`).
     SERVER_FLAGS: ClassVar[frozenset[str]] = frozenset(
         (

@@ -48,7 +48,6 @@ class TRTLLMEngine(Engine):
     name = "trtllm"
     aliases = ("tensorrt-llm", "trt-llm")
     label = "trtllm"
-    has_server = True
     #: The flags of the engine's own server that kvplan writes or cites (each cited in :meth:`launch_command`).
     SERVER_FLAGS: ClassVar[frozenset[str]] = frozenset(
         (

@@ -79,7 +79,6 @@ class VLLMEngine(Engine):
 
     name = "vllm"
     label = "vllm"
-    has_server = True
     #: The flags of the engine's own server that kvplan writes or cites (each cited in :meth:`launch_command`).
     SERVER_FLAGS: ClassVar[frozenset[str]] = frozenset(
         (

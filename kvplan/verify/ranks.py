@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from kvplan.engines import get_engine, heads_per_rank
 from kvplan.errors import DeviceUnavailableError, OptionError, Param, spell
 from kvplan.layout import LayerKind, LayerSpec
-from kvplan.units import exact_and_human, human_bytes
+from kvplan.units import exact_and_human
 from kvplan.verify.common import ProgressCallback, import_torch
 from kvplan.verify.device import _meminfo, _sysconf, open_device, parse_device
 from kvplan.verify.entry import run_verify
@@ -447,12 +447,3 @@ def run_ranks(
     )
     method = start_method or default_start_method()
     return _report(plan, gathered, kind, backend, method, time.perf_counter() - started, 0)
-
-
-def describe_rank(result: RankResult) -> str:
-    """One line: where the rank sits and what it holds."""
-    return (
-        f"rank {result.rank} (tp {result.tp_rank}, pp {result.pp_rank}; pid {result.pid}): layers "
-        f"{_ranges(result.layers)}; {'; '.join(result.holds) or 'no KV'}; weights "
-        f"{human_bytes(result.plan.weights_bytes)}"
-    )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from math import prod
 
 from kvplan.errors import OptionError, Param
 from kvplan.formula import with_kv_heads
@@ -140,8 +139,3 @@ def file_weight_bytes(layout: CacheLayout, *, dtype: str | None = None, kv_heads
         kv_bytes=tuple(sorted(kv.items())),
         notes=tuple(notes),
     )
-
-
-def file_params(layout: CacheLayout) -> int:
-    """Parameters (values) the file's tensors hold."""
-    return sum(prod(t.shape) for t in layout.file_tensors)
