@@ -235,8 +235,9 @@ def fit_for_layout(
     engine, engine_note = engine_for(layout, engine)
     ctxs, batches = _as_counts(ctx, Param.CTX), _as_counts(batch, Param.BATCH)
     gpu, tp = tensor_parallel(gpu, tensor_parallel_size)
-    check_one_stage(get_engine(engine), gpu.count)
-    hw = _Hardware(get_engine(engine), gpu, utilization, reserve_bytes, options or EngineOptions(), max(ctxs))
+    profile = get_engine(engine)
+    check_one_stage(profile, gpu.count)
+    hw = _Hardware(profile, gpu, utilization, reserve_bytes, options or EngineOptions(), max(ctxs))
     own = layout.kv_heads if layout.attention_layers else None
     if kv_heads is not None:
         layout = with_kv_heads(layout, kv_heads)

@@ -334,8 +334,9 @@ def pick_g_for_layout(
     engine, engine_note = engine_for(layout, engine)
     ctxs, batches = _as_counts(ctx, Param.CTX), _as_counts(batch, Param.BATCH)
     gpu, tp = tensor_parallel(gpu, tensor_parallel_size)
-    check_one_stage(get_engine(engine), gpu.count)
-    hw = _Hardware(get_engine(engine), gpu, utilization, reserve_bytes, options or EngineOptions(), max(ctxs))
+    profile = get_engine(engine)
+    check_one_stage(profile, gpu.count)
+    hw = _Hardware(profile, gpu, utilization, reserve_bytes, options or EngineOptions(), max(ctxs))
     if not layout.attention_layers:
         kinds = ", ".join(k.value for k in layout.kinds)
         raise OptionError(Param.MODEL, f"{layout.model} has no per-head K/V to choose G for (layers: {kinds})")
